@@ -1,0 +1,325 @@
+// RMSNorm kernels. Framework-free CUDA C++: plain nvcc compiles this header, and nothing here knows torch.
+//
+// Each kernel class is a struct templated on its key (hidden size, input/weight/output types, formulation).
+// The struct's constants are the single source of truth for the launch shape; `run()` launches it.
+//
+// Shared by every kernel:
+//   * the whole row lives in registers: x is read once, y written once, with 16-byte vector accesses;
+//   * fp32 accumulation; eps is a run-time value;
+//   * a persistent grid-stride loop over rows, the grid sized from occupancy and SM count;
+//   * any row stride (in elements) for input and output, last dimension contiguous;
+//   * the output may alias the input: a row is fully read before any of it is written, and no other row
+//     is touched meanwhile.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace inductor_rmsnorm {
+
+// How the normalised value meets the weight; see DESIGN.md, "Semantics to reproduce exactly".
+enum class Formulation {
+  kTorch,  // F.rms_norm / nn.RMSNorm: y = out_t(h * w), all in fp32
+  kLlama,  // Hugging Face Llama: y = out_t(in_t(h) * w): h is rounded to the input type first
+  kGemma,  // Gemma: y = out_t(h * (1 + w)), all in fp32
+};
+
+// Weight type of the no-weight form (`elementwise_affine=False`).
+struct NoWeight {};
+
+struct Params {
+  void* out;
+  const void* x;
+  const void* weight;  // null for NoWeight
+  int64_t rows;
+  int64_t x_row_stride;    // elements
+  int64_t out_row_stride;  // elements
+  float eps;
+};
+
+namespace detail {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// N elements of T, moved with 16-byte accesses (N * sizeof(T) is a multiple of 16).
+template <typename T, int N>
+struct alignas(16) Vec {
+  static_assert((N * sizeof(T)) % 16 == 0, "a Vec is a whole number of 16-byte chunks");
+  static constexpr int kChunks = N * sizeof(T) / 16;
+  T v[N];
+
+  __device__ __forceinline__ void load(const T* p) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(v)[c] = reinterpret_cast<const uint4*>(p)[c];
+  }
+  __device__ __forceinline__ void store(T* p) const {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = reinterpret_cast<const uint4*>(v)[c];
+  }
+};
+
+// The weight slice one thread applies; empty for NoWeight.
+template <typename TW, int N>
+struct WeightVec : Vec<TW, N> {};
+template <int N>
+struct WeightVec<NoWeight, N> {
+  __device__ __forceinline__ void load(const NoWeight*) {}
+};
+
+// One output element from the input element, the row's 1/rms and the weight element.
+template <Formulation F, typename TIn, typename TW, typename TOut>
+struct Normalize {
+  template <typename W>
+  __device__ __forceinline__ static TOut apply(TIn x, float inv_rms, W w) {
+    const float h = to_float(x) * inv_rms;
+    if constexpr (std::is_same_v<TW, NoWeight>) {
+      return from_float<TOut>(h);
+    } else if constexpr (F == Formulation::kTorch) {
+      return from_float<TOut>(h * to_float(w));
+    } else if constexpr (F == Formulation::kLlama) {
+      return from_float<TOut>(to_float(from_float<TIn>(h)) * to_float(w));
+    } else {
+      return from_float<TOut>(h * (1.0f + to_float(w)));
+    }
+  }
+};
+
+// Sum over aligned groups of `kLanes` lanes; every lane of a group gets the same bits (xor butterfly: each
+// step adds the same two values on both partners, and float addition commutes).
+template <int kLanes>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Per-device launch shape cache: occupancy depends only on the kernel and the device.
+inline cudaError_t persistent_grid(const void* kernel, int threads, int64_t blocks_needed, int device,
+                                   int* max_blocks_cache, int* grid) {
+  if (max_blocks_cache[device] == 0) {
+    int sms = 0, per_sm = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess) return err;
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+    if (err != cudaSuccess) return err;
+    max_blocks_cache[device] = sms * (per_sm > 0 ? per_sm : 1);
+  }
+  const int64_t cap = max_blocks_cache[device];
+  *grid = static_cast<int>(blocks_needed < cap ? blocks_needed : cap);
+  return cudaSuccess;
+}
+
+constexpr int kMaxDevices = 64;
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------------------
+// Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64),
+// so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F>
+struct WarpRmsNorm {
+  static constexpr int kVec = 16 / sizeof(TIn);
+  static constexpr int kVecsPerRow = kHidden / kVec;
+  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? kVecsPerRow : 32;
+  static constexpr int kVecsPerLane = kVecsPerRow / kLanesPerRow;
+  static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
+  static constexpr int kWarps = 8;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
+
+  static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
+  static_assert(kVecsPerRow % kLanesPerRow == 0, "the row must split evenly over its lanes");
+  static_assert(32 % kLanesPerRow == 0, "lane groups must tile the warp");
+  static_assert(kVecsPerLane <= 8, "the warp kernel keeps at most 8 vectors per lane in registers");
+
+  using Norm = detail::Normalize<F, TIn, TW, TOut>;
+  using InVec = detail::Vec<TIn, kVec>;
+  using OutVec = detail::Vec<TOut, kVec>;
+  using WVec = detail::WeightVec<TW, kVec>;
+
+  __device__ static void body(const Params& p) {
+    const int lane = threadIdx.x % 32;
+    const int group = lane / kLanesPerRow;  // which row of the warp's rows
+    const int lane_in_row = lane % kLanesPerRow;
+    const int warp = threadIdx.x / 32;
+
+    // Each lane always serves the same columns, so its weight slice is loaded once.
+    WVec w[kVecsPerLane];
+#pragma unroll
+    for (int i = 0; i < kVecsPerLane; ++i)
+      w[i].load(static_cast<const TW*>(p.weight) + (lane_in_row + i * kLanesPerRow) * kVec);
+
+    const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
+    // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
+    for (int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp; first < p.rows;
+         first += row_step) {
+      const int64_t row = first + group;
+      const bool active = row < p.rows;
+      const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+      InVec v[kVecsPerLane];
+      float sum_sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i) {
+        if (active) v[i].load(x + (lane_in_row + i * kLanesPerRow) * kVec);
+      }
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i) {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          const float f = active ? detail::to_float(v[i].v[j]) : 0.f;
+          sum_sq += f * f;
+        }
+      }
+      sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
+      if (!active) continue;
+      const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i) {
+        OutVec o;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
+          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
+        }
+        o.store(y + (lane_in_row + i * kLanesPerRow) * kVec);
+      }
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// CTA kernel: one thread block normalises one row; each thread holds up to kVecsPerThread vectors of it.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F>
+struct CtaRmsNorm {
+  static constexpr int kVec = 16 / sizeof(TIn);
+  static constexpr int kVecsPerRow = kHidden / kVec;
+  static constexpr int kMaxThreads = 512;
+  static constexpr int kVecsPerThread = detail::ceil_div(kVecsPerRow, kMaxThreads);
+  // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
+  static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kRowsPerBlock = 1;
+  // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
+  static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
+
+  static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
+  static_assert(kThreads <= 1024, "one block per row");
+  static_assert(kVecsPerThread <= 8, "the CTA kernel keeps at most 8 vectors per thread in registers");
+
+  using Norm = detail::Normalize<F, TIn, TW, TOut>;
+  using InVec = detail::Vec<TIn, kVec>;
+  using OutVec = detail::Vec<TOut, kVec>;
+  using WVec = detail::WeightVec<TW, kVec>;
+
+  __device__ static bool owns(int slot) {
+    return !kRagged || int(threadIdx.x) + slot * kThreads < kVecsPerRow;
+  }
+  __device__ static int column(int slot) { return (int(threadIdx.x) + slot * kThreads) * kVec; }
+
+  __device__ static void body(const Params& p) {
+    // Two buffers of per-warp partial sums, alternating by row, so one barrier per row suffices: a warp can
+    // only overwrite a buffer after the next row's barrier, which every reader of it has passed.
+    __shared__ float partial[2][kWarps];
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+
+    WVec w[kVecsPerThread];
+#pragma unroll
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+
+    int parity = 0;
+    for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+      const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+      InVec v[kVecsPerThread];
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) v[i].load(x + column(i));
+      float sum_sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i) {
+        if (!owns(i)) continue;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          const float f = detail::to_float(v[i].v[j]);
+          sum_sq += f * f;
+        }
+      }
+      sum_sq = detail::group_sum<32>(sum_sq);
+      if (lane == 0) partial[parity][warp] = sum_sq;
+      __syncthreads();
+      float total = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarps; ++k) total += partial[parity][k];
+      parity ^= 1;
+
+      const float inv_rms = rsqrtf(total / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i) {
+        if (!owns(i)) continue;
+        OutVec o;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
+          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
+        }
+        o.store(y + column(i));
+      }
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return rows; }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+template <typename Kernel>
+__global__ void __launch_bounds__(Kernel::kThreads) rms_norm_kernel(const __grid_constant__ Params p) {
+  Kernel::body(p);
+}
+
+// Launches `Kernel` on `device` (made current for the call if it is not) and `stream`.
+template <typename Kernel>
+cudaError_t launch(const Params& p, cudaStream_t stream, int device) {
+  static int max_blocks[detail::kMaxDevices] = {};
+  if (p.rows == 0) return cudaSuccess;
+  if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;
+  int previous = -1;
+  cudaError_t err = cudaGetDevice(&previous);
+  if (err != cudaSuccess) return err;
+  if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return err;
+  int grid = 0;
+  const void* kernel = reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>);
+  err = detail::persistent_grid(kernel, Kernel::kThreads, Kernel::blocks_needed(p.rows), device, max_blocks, &grid);
+  if (err == cudaSuccess) {
+    rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
+    err = cudaGetLastError();
+  }
+  if (previous != device) {
+    const cudaError_t restore = cudaSetDevice(previous);
+    if (err == cudaSuccess) err = restore;
+  }
+  return err;
+}
+
+}  // namespace inductor_rmsnorm

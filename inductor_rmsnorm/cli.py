@@ -1,0 +1,83 @@
+"""Command line: `python -m inductor_rmsnorm build ...` prebuilds kernel instances into the cache."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from . import dispatch, jit
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def _weight_dtypes(choice: str, input_dtype: torch.dtype):
+    if choice == "none":
+        return [None]
+    if choice == "float32":
+        return [torch.float32]
+    return [input_dtype]
+
+
+def _build_command(args: argparse.Namespace) -> int:
+    if args.arch:
+        arch = args.arch
+    elif torch.cuda.is_available():
+        arch = jit.arch_for_device(torch.cuda.current_device())
+    else:
+        arch = "sm_90"
+        print("no CUDA GPU here: building for sm_90 (H100/H200; choose with --arch); loading and running skipped")
+    keys = []
+    for hidden in args.hidden:
+        for dtype_name in args.dtype:
+            input_dtype = _DTYPES[dtype_name]
+            for weight_choice in args.weight:
+                for weight_dtype in _weight_dtypes(weight_choice, input_dtype):
+                    for formulation in args.formulation if weight_dtype is not None else ["torch"]:
+                        try:
+                            key = jit.KernelKey.create(hidden, input_dtype, weight_dtype, formulation)
+                        except ValueError as error:
+                            print(f"skipped hidden {hidden} {dtype_name}: {error}")
+                            continue
+                        if key not in keys:
+                            keys.append(key)
+    if not keys:
+        print("nothing to build")
+        return 1
+    print(f"building {len(keys)} instance(s) for {arch} into {jit.build_dir(arch)}", flush=True)
+    start = time.perf_counter()
+
+    def progress(index, total, key, seconds, error):
+        status = f"FAILED\n{error}" if error else f"ready in {seconds:.1f} s"
+        print(f"[{index}/{total}] {key.name}: {status}", flush=True)
+
+    results = jit.build_many(keys, arch, args.jobs, progress)
+    failures = sum(error is not None for _, error in results)
+    print(f"{len(keys) - failures} of {len(keys)} ready in {time.perf_counter() - start:.1f} s")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inductor_rmsnorm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="prebuild kernel instances into the on-disk cache")
+    build.add_argument("--hidden", type=int, nargs="+", required=True, help="hidden sizes")
+    build.add_argument("--dtype", nargs="+", choices=sorted(_DTYPES), default=["bfloat16"], help="input dtypes")
+    build.add_argument(
+        "--weight", nargs="+", choices=["same", "float32", "none"], default=["same"],
+        help="weight dtype: the input's, float32, or no weight (default: same)",
+    )
+    build.add_argument(
+        "--formulation", nargs="+", choices=dispatch.FORMULATIONS, default=list(dispatch.FORMULATIONS),
+        help="formulations to build (default: all)",
+    )
+    build.add_argument("--arch", help="GPU architecture, e.g. sm_90 (default: the current GPU's)")
+    build.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel nvcc processes")
+    args = parser.parse_args(argv)
+    try:
+        return _build_command(args)
+    except jit.BuildError as error:
+        print(f"build skipped: {error}")
+        return 1

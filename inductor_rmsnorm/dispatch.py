@@ -1,0 +1,60 @@
+"""Which kernel serves which row: the size rules, the dtype rules and the formulations.
+
+One table (`KERNEL_TABLE`) and one function (`kernel_for`) decide; everything else asks them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# How the normalised row meets the weight (DESIGN.md, "Semantics to reproduce exactly"):
+#   "torch": F.rms_norm / nn.RMSNorm: fp32 throughout, one rounding at the end;
+#   "llama": Hugging Face Llama: the normalised value is rounded to the input dtype, then multiplied by the
+#            weight; the output dtype is the promotion of input and weight dtypes;
+#   "gemma": Gemma: fp32 throughout with (1 + weight), one rounding at the end.
+FORMULATIONS = ("torch", "llama", "gemma")
+
+INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+# (kernel class, rule on the hidden size, the rule in words). First match wins.
+KERNEL_TABLE = (
+    ("warp", lambda hidden: hidden in (64, 128, 256), "64, 128, 256"),
+    ("cta", lambda hidden: hidden % 256 == 0 and 256 < hidden <= 8192, "multiples of 256 from 512 to 8192"),
+)
+
+SUPPORTED_SIZES = "; ".join(f"{words} ({kernel_class} kernel)" for kernel_class, _, words in KERNEL_TABLE)
+
+
+def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """The kernel class ("warp" or "cta") that normalises rows of `hidden_size` elements of `dtype`, or None."""
+    if dtype not in INPUT_DTYPES:
+        return None
+    for kernel_class, serves, _ in KERNEL_TABLE:
+        if serves(hidden_size):
+            return kernel_class
+    return None
+
+
+def weight_dtypes_for(input_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+    """Weight dtypes the kernels take with `input_dtype` activations (besides no weight at all)."""
+    return (input_dtype,) if input_dtype == torch.float32 else (input_dtype, torch.float32)
+
+
+def output_dtype(input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str) -> torch.dtype:
+    """The dtype the formulation returns: `w * h.to(x.dtype)` promotes for "llama"; the others cast to x's."""
+    if formulation == "llama" and weight_dtype is not None:
+        return torch.promote_types(input_dtype, weight_dtype)
+    return input_dtype
+
+
+def unsupported_reason(hidden_size: int, input_dtype: torch.dtype, weight_dtype: torch.dtype | None) -> str | None:
+    """Why no kernel serves this size and dtype combination, or None when one does."""
+    if input_dtype not in INPUT_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in INPUT_DTYPES)
+        return f"input dtype {input_dtype} has no kernel; supported input dtypes: {names}"
+    if kernel_for(hidden_size, input_dtype) is None:
+        return f"hidden size {hidden_size} has no kernel; supported hidden sizes: {SUPPORTED_SIZES}"
+    if weight_dtype is not None and weight_dtype not in weight_dtypes_for(input_dtype):
+        names = " or ".join(str(d) for d in weight_dtypes_for(input_dtype))
+        return f"weight dtype {weight_dtype} with input dtype {input_dtype} has no kernel; the weight must be {names}"
+    return None

@@ -1,0 +1,296 @@
+"""Build kernel instances with nvcc on first use, cache them on disk, load them with ctypes.
+
+An instance is one kernel class at one hidden size, dtype triple and formulation, compiled for one GPU
+architecture into a shared library that exports a C launcher. The sources include no torch headers, so a
+cold build takes seconds and a cached one loads in milliseconds.
+
+Cache layout: ``<cache dir>/<arch>-<key>/<instance>.so`` plus ``<instance>.sha256`` (written last, so a
+library without a matching digest is a partial or corrupt entry and is rebuilt) and ``<instance>.log``
+(nvcc's output). ``key`` hashes the sources, the flags, the nvcc and torch versions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from . import dispatch
+
+CACHE_DIR_ENV = "INDUCTOR_RMSNORM_CACHE_DIR"
+NVCC_ENV = "INDUCTOR_RMSNORM_NVCC"
+
+NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--ptxas-options=-v")
+
+_CXX_TYPES = {torch.bfloat16: "__nv_bfloat16", torch.float16: "__half", torch.float32: "float"}
+_SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_KERNEL_CLASSES = {"warp": "WarpRmsNorm", "cta": "CtaRmsNorm"}
+_FORMULATION_ENUMS = {"torch": "kTorch", "llama": "kLlama", "gemma": "kGemma"}
+
+
+class BuildError(RuntimeError):
+    """nvcc is missing or failed; the message names the command and the log file."""
+
+
+def csrc_dir() -> Path:
+    """The CUDA sources: shipped inside the package in a wheel, beside it in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "csrc", here.parent / "csrc"):
+        if (candidate / "rmsnorm.cuh").is_file():
+            return candidate
+    raise BuildError(f"the CUDA sources (rmsnorm.cuh) are neither in {here / 'csrc'} nor in {here.parent / 'csrc'}")
+
+
+def cache_dir() -> Path:
+    """Per-user cache directory; ${INDUCTOR_RMSNORM_CACHE_DIR} overrides it."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "inductor_rmsnorm"
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelKey:
+    """Everything that selects one compiled kernel (the template key of the C++ struct)."""
+
+    kernel_class: str
+    hidden_size: int
+    input_dtype: torch.dtype
+    weight_dtype: torch.dtype | None
+    formulation: str
+
+    @staticmethod
+    def create(hidden_size: int, input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str):
+        reason = dispatch.unsupported_reason(hidden_size, input_dtype, weight_dtype)
+        if reason is not None:
+            raise ValueError(reason)
+        if formulation not in dispatch.FORMULATIONS:
+            raise ValueError(f"formulation {formulation!r} is not one of {dispatch.FORMULATIONS}")
+        if weight_dtype is None:
+            formulation = "torch"  # without a weight every formulation is the same computation
+        kernel_class = dispatch.kernel_for(hidden_size, input_dtype)
+        return KernelKey(kernel_class, hidden_size, input_dtype, weight_dtype, formulation)
+
+    @property
+    def output_dtype(self) -> torch.dtype:
+        return dispatch.output_dtype(self.input_dtype, self.weight_dtype, self.formulation)
+
+    @property
+    def name(self) -> str:
+        weight = "none" if self.weight_dtype is None else _SHORT_NAMES[self.weight_dtype]
+        return (
+            f"{self.kernel_class}_h{self.hidden_size}_{_SHORT_NAMES[self.input_dtype]}_w{weight}"
+            f"_o{_SHORT_NAMES[self.output_dtype]}_{self.formulation}"
+        )
+
+    def template_arguments(self) -> dict[str, str]:
+        """The C++ template key, piece by piece (entry.cu's macros)."""
+        return {
+            "KERNEL_CLASS": _KERNEL_CLASSES[self.kernel_class],
+            "HIDDEN": str(self.hidden_size),
+            "INPUT_T": _CXX_TYPES[self.input_dtype],
+            "WEIGHT_T": "NoWeight" if self.weight_dtype is None else _CXX_TYPES[self.weight_dtype],
+            "OUTPUT_T": _CXX_TYPES[self.output_dtype],
+            "FORMULATION": _FORMULATION_ENUMS[self.formulation],
+        }
+
+    def defines(self) -> list[str]:
+        return [f"-D{name}={value}" for name, value in self.template_arguments().items()]
+
+    def cxx_type(self) -> str:
+        """The kernel struct's full C++ type, e.g. for explicit instantiation."""
+        a = self.template_arguments()
+        weight = "inductor_rmsnorm::NoWeight" if self.weight_dtype is None else a["WEIGHT_T"]
+        return (
+            f"inductor_rmsnorm::{a['KERNEL_CLASS']}<{a['HIDDEN']}, {a['INPUT_T']}, {weight}, {a['OUTPUT_T']}, "
+            f"inductor_rmsnorm::Formulation::{a['FORMULATION']}>"
+        )
+
+
+def arch_for_device(device: torch.device | int) -> str:
+    """The GPU's own architecture, e.g. "sm_90" on H100/H200."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}"
+
+
+def nvcc_path() -> str:
+    explicit = os.environ.get(NVCC_ENV)
+    if explicit:
+        return explicit
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    candidate = Path(cuda_home) / "bin" / "nvcc"
+    if candidate.is_file():
+        return str(candidate)
+    raise BuildError(
+        f"nvcc not found (looked at ${NVCC_ENV}, PATH, $CUDA_HOME/bin): install the CUDA toolkit or point "
+        f"{NVCC_ENV} at nvcc"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: str) -> str:
+    try:
+        return subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise BuildError(f"`{nvcc} --version` failed: {error}") from error
+
+
+@functools.lru_cache(maxsize=None)
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(csrc_dir().glob("*")):
+        if path.suffix in (".cuh", ".cu", ".h"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_dir(arch: str) -> Path:
+    """Where instances for `arch` built by this nvcc, these sources and this torch live."""
+    nvcc = nvcc_path()
+    key = hashlib.sha256(
+        "\0".join([_sources_digest(), " ".join(NVCC_FLAGS), arch, _nvcc_version(nvcc), torch.__version__]).encode()
+    ).hexdigest()[:16]
+    return cache_dir() / f"{arch}-{key}"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_complete(library: Path, digest_file: Path) -> bool:
+    try:
+        return digest_file.read_text().strip() == _file_digest(library)
+    except OSError:
+        return False
+
+
+def _compile(key: KernelKey, arch: str, library: Path, log: Path) -> None:
+    nvcc = nvcc_path()
+    number = arch.removeprefix("sm_")
+    with tempfile.NamedTemporaryFile(dir=library.parent, prefix=library.stem + ".", suffix=".tmp", delete=False) as tmp:
+        partial = Path(tmp.name)
+    command = [
+        nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{number},code=sm_{number}", *key.defines(),
+        str(csrc_dir() / "entry.cu"), "-o", str(partial),
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        log.write_text(" ".join(command) + "\n\n" + result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise BuildError(
+                f"building {key.name} for {arch} failed (exit {result.returncode}).\n"
+                f"command: {' '.join(command)}\nlog: {log}\n{result.stderr[-2000:]}"
+            )
+        os.replace(partial, library)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def build(key: KernelKey, arch: str) -> Path:
+    """The shared library for `key` on `arch`, compiled first unless a complete one is cached.
+
+    Safe across processes: builders of one instance take turns on a file lock, and the library is renamed into
+    place before its digest is written, so readers never see a half-written entry as complete.
+    """
+    directory = build_dir(arch)
+    directory.mkdir(parents=True, exist_ok=True)
+    library = directory / f"{key.name}.so"
+    digest_file = directory / f"{key.name}.sha256"
+    if _is_complete(library, digest_file):
+        return library
+    with open(directory / f"{key.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_complete(library, digest_file):  # another process may have built it while we waited
+            digest_file.unlink(missing_ok=True)
+            _compile(key, arch, library, directory / f"{key.name}.log")
+            digest_file.write_text(_file_digest(library))
+    return library
+
+
+def build_many(keys, arch: str, jobs: int, on_done=None) -> list[tuple[KernelKey, BuildError | None]]:
+    """Build `keys` for `arch` with `jobs` nvcc processes at once; `on_done(index, total, key, seconds, error)`
+    reports each as it finishes. Returns each key with its error (None when it built or was cached)."""
+    def timed(key):
+        start = time.perf_counter()
+        build(key, arch)
+        return time.perf_counter() - start
+
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(timed, key): key for key in keys}
+        for index, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            key, seconds, error = futures[future], None, None
+            try:
+                seconds = future.result()
+            except BuildError as failure:
+                error = failure
+            results.append((key, error))
+            if on_done is not None:
+                on_done(index, len(keys), key, seconds, error)
+    return results
+
+
+class KernelInstance:
+    """A loaded instance: `launch(...)` runs the kernel; it raises on a CUDA error."""
+
+    def __init__(self, key: KernelKey, library: Path):
+        self.key = key
+        self.library = library
+        handle = ctypes.CDLL(str(library))
+        self._launch = handle.inductor_rmsnorm_launch
+        self._launch.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+            ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+        ]
+        self._launch.restype = ctypes.c_int
+        self._error_string = handle.inductor_rmsnorm_error_string
+        self._error_string.argtypes = [ctypes.c_int]
+        self._error_string.restype = ctypes.c_char_p
+
+    def launch(self, out_ptr, x_ptr, weight_ptr, rows, x_row_stride, out_row_stride, eps, stream, device) -> None:
+        code = self._launch(out_ptr, x_ptr, weight_ptr, rows, x_row_stride, out_row_stride, eps, stream, device)
+        if code != 0:
+            raise RuntimeError(f"inductor_rmsnorm kernel {self.key.name} failed: {self._error_string(code).decode()}")
+
+
+_loaded: dict[tuple[KernelKey, str], KernelInstance] = {}
+_loading = threading.Lock()
+
+
+def load(key: KernelKey, arch: str) -> KernelInstance:
+    """The instance for `key` on `arch`, built if needed; a library that will not load is rebuilt once."""
+    with _loading:
+        instance = _loaded.get((key, arch))
+        if instance is None:
+            library = build(key, arch)
+            try:
+                instance = KernelInstance(key, library)
+            except OSError:
+                (library.parent / f"{key.name}.sha256").unlink(missing_ok=True)
+                instance = KernelInstance(key, build(key, arch))
+            _loaded[(key, arch)] = instance
+        return instance
+
+
+def cached_instances(arch: str | None = None) -> list[Path]:
+    """Complete libraries in the cache (for `arch`, or every architecture)."""
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    pattern = f"{arch}-*/*.so" if arch else "*/*.so"
+    return sorted(p for p in root.glob(pattern) if _is_complete(p, p.with_suffix(".sha256")))

@@ -1,0 +1,22 @@
+"""The reference math: each formulation written as the eager module writes it, in torch, on any device.
+
+The op's CPU implementation and the eager fallback run this, and the tests compare the kernels against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str) -> torch.Tensor:
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is None:
+        return h.to(x.dtype)
+    if formulation == "torch":  # torch.rms_norm's composite: fp32 multiply, cast once
+        return (h * weight.float()).to(x.dtype)
+    if formulation == "llama":  # LlamaRMSNorm.forward: round, then multiply (and promote)
+        return weight * h.to(x.dtype)
+    if formulation == "gemma":  # GemmaRMSNorm.forward
+        return (h * (1.0 + weight.float())).to(x.dtype)
+    raise ValueError(f"unknown formulation {formulation!r}")

@@ -1,0 +1,92 @@
+"""Host-side costs on the GPU machine: a cold JIT build, loading a cached instance in a new process, and the
+eager call's wall time against F.rms_norm (8 x 4096 bf16, back to back in one process).
+
+Budgets (issue 2): cold build of one new hidden size <= 10 s; cached load in a new process <= 0.5 s; eager call
+no slower than F.rms_norm. Prints a table and writes JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+# Runs in a fresh process: the time of the first call that needs the cached instance (load + launch).
+FIRST_CALL = """
+import time, torch, inductor_rmsnorm
+x = torch.randn(8, {hidden}, device="cuda", dtype=torch.bfloat16)
+w = torch.randn({hidden}, device="cuda", dtype=torch.bfloat16)
+torch.cuda.synchronize()
+start = time.perf_counter()
+inductor_rmsnorm.ops.rms_norm(x, w, 1e-6, "llama")
+torch.cuda.synchronize()
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_seconds(hidden: int, cache: str) -> float:
+    env = dict(os.environ, INDUCTOR_RMSNORM_CACHE_DIR=cache)
+    result = subprocess.run([sys.executable, "-c", FIRST_CALL.format(hidden=hidden)], env=env, capture_output=True,
+                            text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def wall_us_per_call(fn, calls: int = 20000) -> float:
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", default="bench_overheads.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU: skipped the JIT and eager-call timings")
+        return 0
+    import inductor_rmsnorm
+
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory() as cache:
+        results["cold_first_call_s"] = first_call_seconds(3328, cache)  # build + load + launch, empty cache
+        results["warm_first_call_s"] = [first_call_seconds(3328, cache) for _ in range(3)]  # load + launch
+
+    x = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    candidates = {
+        "F.rms_norm": lambda: torch.nn.functional.rms_norm(x, (4096,), w, 1e-6),
+        "inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.rms_norm(x, w, 1e-6),
+        "torch.ops.inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.ops.rms_norm(x, w, 1e-6, "torch"),
+    }
+    samples = {name: [] for name in candidates}
+    for _ in range(5):  # interleaved rounds, so drift hits every candidate alike
+        for name, fn in candidates.items():
+            samples[name].append(wall_us_per_call(fn))
+    results["eager_wall_us_8x4096_bf16"] = {name: statistics.median(v) for name, v in samples.items()}
+
+    print(f"{results['gpu']}, torch {results['torch']}, {results['date']}")
+    print(f"cold first call (nvcc build + load + launch): {results['cold_first_call_s']:.2f} s (budget 10 s)")
+    warm = ", ".join(f"{s * 1e3:.0f} ms" for s in results["warm_first_call_s"])
+    print(f"cached first call in a new process (load + launch): {warm} (budget 0.5 s)")
+    print("| eager call, 8x4096 bf16 | wall µs per call (median of 5 x 20000) |\n|---|---|")
+    for name, us in results["eager_wall_us_8x4096_bf16"].items():
+        print(f"| {name} | {us:.2f} |")
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

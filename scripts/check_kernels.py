@@ -1,0 +1,91 @@
+"""Compile-check the CUDA kernels with nvcc (no GPU needed): every kernel class x input dtype x weight x
+formulation at the smallest, a middle and the largest size it serves, for one architecture (sm_90 by default).
+
+Fails when a kernel spills registers or uses a stack frame (local memory): the row must live in registers.
+Usage: python scripts/check_kernels.py [--arch sm_90] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from inductor_rmsnorm import dispatch, jit
+
+SIZES_CHECKED = {"warp": (64, 128, 256), "cta": (512, 4096, 8192)}
+
+
+def keys_to_check() -> dict[str, list[jit.KernelKey]]:
+    keys: dict[str, list[jit.KernelKey]] = {}
+    for kernel_class, sizes in SIZES_CHECKED.items():
+        for hidden in sizes:
+            assert dispatch.kernel_for(hidden) == kernel_class, (hidden, kernel_class)
+            for dtype in dispatch.INPUT_DTYPES:
+                for weight in (*dispatch.weight_dtypes_for(dtype), None):
+                    for formulation in dispatch.FORMULATIONS if weight is not None else ("torch",):
+                        keys.setdefault(kernel_class, []).append(jit.KernelKey.create(hidden, dtype, weight, formulation))
+    return keys
+
+
+def compile_unit(keys: list[jit.KernelKey], arch: str, workdir: Path, name: str) -> str:
+    """Compile explicit instantiations of `keys` into a cubin; returns ptxas's report."""
+    source = workdir / f"{name}.cu"
+    lines = ['#include "rmsnorm.cuh"']
+    lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{k.cxx_type()}>("
+              "const __grid_constant__ inductor_rmsnorm::Params);" for k in keys]
+    source.write_text("\n".join(lines) + "\n")
+    number = arch.removeprefix("sm_")
+    command = [jit.nvcc_path(), "-cubin", "-O3", "-std=c++17", f"-gencode=arch=compute_{number},code=sm_{number}",
+               "--ptxas-options=-v", f"-I{jit.csrc_dir()}", str(source), "-o", str(workdir / f"{name}.cubin")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"nvcc failed: {' '.join(command)}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def problems_in(report: str) -> tuple[int, list[str]]:
+    """(kernels seen, one line per kernel that spills or has a stack frame)."""
+    problems, kernels = [], 0
+    for match in re.finditer(r"Function properties for (\S+)\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                             r"(\d+) bytes spill loads", report):
+        kernels += 1
+        name, frame, stores, loads = match.group(1), *map(int, match.groups()[1:])
+        if frame or stores or loads:
+            problems.append(f"{name}: {frame} B stack frame, {stores} B spill stores, {loads} B spill loads")
+    return kernels, problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    groups = keys_to_check()
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        reports = dict(zip(groups, pool.map(lambda item: compile_unit(item[1], args.arch, Path(tmp), item[0]),
+                                            groups.items())))
+    failed = False
+    for kernel_class, report in reports.items():
+        kernels, problems = problems_in(report)
+        registers = [int(r) for r in re.findall(r"Used (\d+) registers", report)]
+        expected = len(groups[kernel_class])
+        print(f"{kernel_class}: {kernels} kernels compiled for {args.arch}, registers {min(registers)}-{max(registers)}, "
+              f"{len(problems)} with spills or local memory")
+        for line in problems:
+            print("  " + line)
+        failed |= bool(problems) or kernels != expected
+        if kernels != expected:
+            print(f"  expected {expected} kernels in ptxas's report, found {kernels}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""A small sweep of the kernels for `compute-sanitizer`: sizes at each kernel class's edges, every dtype and
+formulation, 1/7/129 tokens, contiguous, strided and in place, each checked against the reference.
+
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
+        python scripts/sanitize_sweep.py
+
+(without the caching allocator every tensor is its own allocation, so an access past a row is caught).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from inductor_rmsnorm import dispatch, ops
+from inductor_rmsnorm.reference import rms_norm_reference
+
+SIZES = (64, 128, 256, 512, 768, 4096, 8192)
+TOKENS = (1, 7, 129)
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("the sanitizer sweep needs a CUDA GPU; skipped")
+        return 0
+    checked = failed = 0
+    for hidden in SIZES:
+        for dtype in dispatch.INPUT_DTYPES:
+            for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
+                for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
+                    weight = None if weight_dtype is None else torch.randn(hidden, device="cuda", dtype=weight_dtype)
+                    out_dtype = dispatch.output_dtype(dtype, weight_dtype, formulation)
+                    for tokens in TOKENS:
+                        padded = torch.randn(tokens, hidden + 16, device="cuda", dtype=dtype)
+                        for x in (padded[:, :hidden].contiguous(), padded[:, :hidden]):
+                            expected = rms_norm_reference(x, weight, 1e-6, formulation)
+                            results = [ops.rms_norm(x, weight, 1e-6, formulation)]
+                            if out_dtype == dtype:
+                                in_place = x.clone()
+                                ops.rms_norm_out(in_place, in_place, weight, 1e-6, formulation)
+                                results.append(in_place)
+                            for result in results:
+                                checked += 1
+                                if not torch.allclose(result.float(), expected.float(), rtol=2e-2, atol=2e-2):
+                                    failed += 1
+                                    print(f"MISMATCH hidden {hidden} {dtype} w {weight_dtype} {formulation} "
+                                          f"tokens {tokens}")
+    torch.cuda.synchronize()
+    print(f"{checked - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

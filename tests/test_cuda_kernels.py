@@ -1,0 +1,159 @@
+"""The kernels on a GPU against the eager modules: every supported size, dtype, formulation and layout.
+
+Bar (DESIGN.md): 16-bit outputs within 1 ulp of the eager module with at most 1 % of elements different;
+float32 outputs within a few ulps (the reduction order differs). Outputs are poisoned with NaN first.
+"""
+
+import os
+
+import pytest
+import torch
+
+import inductor_rmsnorm
+from inductor_rmsnorm import dispatch, jit, kernel_for, ops
+from inductor_rmsnorm.numerics import ulp_difference
+from modules import LlamaRMSNorm, eager_module, random_weight
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SIZES = [hidden for hidden in range(1, 8193) if kernel_for(hidden)]
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+TOKENS = [1, 7, 129, 8200]
+# (formulation, weight): the weight in the input's dtype, none, or float32 beside 16-bit activations.
+VARIANTS = [("torch", "same"), ("llama", "same"), ("gemma", "same"), ("torch", "none")]
+MIXED_VARIANTS = [("torch", "float32"), ("llama", "float32"), ("gemma", "float32")]
+MIXED_SIZES = [64, 256, 512, 2816, 8192]
+FLOAT32_MAX_ULPS = 8
+EPS = 1e-5
+
+
+def weight_dtype(dtype, weight):
+    return {"same": dtype, "none": None, "float32": torch.float32}[weight]
+
+
+def all_cases():
+    for hidden in SIZES:
+        for dtype in DTYPES:
+            for formulation, weight in VARIANTS:
+                yield hidden, dtype, formulation, weight
+            if dtype != torch.float32 and hidden in MIXED_SIZES:
+                for formulation, weight in MIXED_VARIANTS:
+                    yield hidden, dtype, formulation, weight
+
+
+CASES = list(all_cases())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prebuilt_instances():
+    """Build every instance the sweep needs in parallel before the first test (minutes, not hours)."""
+    if not torch.cuda.is_available():
+        return
+    keys = {jit.KernelKey.create(h, d, weight_dtype(d, w), f) for h, d, f, w in CASES}
+    results = jit.build_many(sorted(keys, key=lambda k: k.name), jit.arch_for_device(0), os.cpu_count() or 1)
+    failed = [f"{key.name}: {error}" for key, error in results if error is not None]
+    assert not failed, "\n".join(failed)
+
+
+def check_close(actual, expected, what):
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    difference = ulp_difference(actual, expected)
+    if expected.dtype == torch.float32:
+        ok = difference.max_ulps <= FLOAT32_MAX_ULPS
+    else:
+        ok = difference.within(max_ulps=1, max_fraction=0.01)
+    return None if ok else f"{what}: {difference}"
+
+
+@pytest.mark.parametrize(
+    "hidden, dtype, formulation, weight", CASES, ids=[f"{h}-{str(d)[6:]}-{f}-w{w}" for h, d, f, w in CASES]
+)
+def test_kernel_matches_eager_module(hidden, dtype, formulation, weight):
+    device = "cuda"
+    w = None if weight == "none" else random_weight(formulation, hidden, weight_dtype(dtype, weight), device)
+    module = eager_module(formulation, hidden, w, EPS).to(device)
+    out_dtype = dispatch.output_dtype(dtype, None if w is None else w.dtype, formulation)
+    failures = []
+    for tokens in TOKENS:
+        x = torch.randn(tokens, hidden, device=device, dtype=dtype) * 2
+        with torch.no_grad():
+            expected = module(x)
+
+        out = torch.full((tokens, hidden), float("nan"), device=device, dtype=out_dtype)
+        ops.rms_norm_out(out, x, w, EPS, formulation)
+        failures.append(check_close(out, expected, f"tokens {tokens} contiguous"))
+        failures.append(check_close(ops.rms_norm(x, w, EPS, formulation), expected, f"tokens {tokens} functional"))
+
+        # Strided rows in and out: a padded buffer, read and written through a row stride > hidden.
+        padded_in = torch.randn(tokens, hidden + 64, device=device, dtype=dtype)
+        padded_in[:, :hidden] = x
+        padded_out = torch.full((tokens, hidden + 32), float("nan"), device=device, dtype=out_dtype)
+        ops.rms_norm_out(padded_out[:, :hidden], padded_in[:, :hidden], w, EPS, formulation)
+        failures.append(check_close(padded_out[:, :hidden], expected, f"tokens {tokens} strided"))
+        assert padded_out[:, hidden:].isnan().all(), "wrote past the row"
+
+        if out_dtype == dtype:
+            in_place = x.clone()
+            ops.rms_norm_out(in_place, in_place, w, EPS, formulation)
+            failures.append(check_close(in_place, expected, f"tokens {tokens} in place"))
+    failures = [f for f in failures if f]
+    assert not failures, "\n".join(failures)
+
+
+def test_opcheck_on_cuda():
+    x = torch.randn(5, 3, 1024, device="cuda", dtype=torch.bfloat16)
+    for weight, formulation in [(torch.randn(1024, device="cuda", dtype=torch.bfloat16), "llama"),
+                                (torch.randn(1024, device="cuda"), "llama"), (None, "torch")]:
+        torch.library.opcheck(ops.rms_norm, (x, weight, 1e-6, formulation))
+
+
+def test_misaligned_and_uncollapsible_inputs_take_a_correct_path():
+    weight = torch.randn(512, device="cuda", dtype=torch.bfloat16)
+    shifted = torch.randn(33, 513, device="cuda", dtype=torch.bfloat16)[:, 1:]  # pointer and stride off 16 B
+    transposed = torch.randn(4, 6, 512, device="cuda", dtype=torch.bfloat16).transpose(0, 1)  # no single row stride
+    for x in (shifted, transposed):
+        expected = torch.nn.functional.rms_norm(x, (512,), weight, 1e-6)
+        out = ops.rms_norm(x, weight, 1e-6, "torch")
+        assert ulp_difference(out, expected).within()
+        misaligned_out = torch.full((x.numel() + 1,), float("nan"), device="cuda", dtype=torch.bfloat16)[1:]
+        misaligned_out = misaligned_out.view(x.shape)
+        ops.rms_norm_out(misaligned_out, x, weight, 1e-6, "torch")
+        assert ulp_difference(misaligned_out, expected).within()
+
+
+def test_zero_tokens_and_device_mixes():
+    x = torch.randn(0, 4096, device="cuda", dtype=torch.bfloat16)
+    assert ops.rms_norm(x, None, 1e-6, "torch").shape == (0, 4096)
+    with pytest.raises(ValueError, match="weight is on cpu but input is on cuda"):
+        ops.rms_norm(torch.randn(2, 4096, device="cuda"), torch.randn(4096), 1e-6, "torch")
+
+
+def test_runs_inside_cuda_graph_capture():
+    weight = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16)
+    ops.rms_norm(x, weight, 1e-6, "llama")  # build and load outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.rms_norm(x, weight, 1e-6, "llama")
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        expected = LlamaRMSNorm(4096, 1e-6).cuda().to(torch.bfloat16)
+        expected.weight.data.copy_(weight)
+        assert ulp_difference(out, expected(x)).within()
+
+
+def test_eager_api_and_patch_on_cuda():
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), LlamaRMSNorm(1024)).cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        model[1].weight.normal_(1.0, 0.5)
+        x = torch.randn(17, 1024, device="cuda", dtype=torch.bfloat16)
+        before = model(x)
+        assert inductor_rmsnorm.patch(model) == 1
+        after = model(x)
+    assert ulp_difference(after, before).within()
+    x = torch.randn(3, 128, device="cuda", dtype=torch.float16)
+    with pytest.raises(RuntimeError, match="hidden size 96"):
+        inductor_rmsnorm.rms_norm(torch.randn(3, 96, device="cuda"), on_unsupported="error")
+    assert ulp_difference(inductor_rmsnorm.rms_norm(x, None, None), torch.nn.functional.rms_norm(x, (128,))).within()

@@ -1,0 +1,75 @@
+"""The JIT cache on the CPU: nvcc builds for sm_90 here, nothing is loaded onto a GPU."""
+
+import os
+import shutil
+import time
+
+import pytest
+import torch
+
+from inductor_rmsnorm import jit
+
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get(jit.NVCC_ENV), reason="no nvcc")
+
+
+def test_key_names_and_template_arguments():
+    key = jit.KernelKey.create(4096, torch.bfloat16, torch.float32, "llama")
+    assert key.name == "cta_h4096_bf16_wfp32_ofp32_llama"
+    assert key.defines() == [
+        "-DKERNEL_CLASS=CtaRmsNorm", "-DHIDDEN=4096", "-DINPUT_T=__nv_bfloat16", "-DWEIGHT_T=float",
+        "-DOUTPUT_T=float", "-DFORMULATION=kLlama",
+    ]
+    no_weight = jit.KernelKey.create(128, torch.float16, None, "gemma")
+    assert no_weight.name == "warp_h128_fp16_wnone_ofp16_torch"  # one instance serves every formulation
+
+
+def test_key_rejects_what_no_kernel_serves():
+    with pytest.raises(ValueError, match="hidden size 2880"):
+        jit.KernelKey.create(2880, torch.bfloat16, None, "torch")
+    with pytest.raises(ValueError, match="formulation 'rms'"):
+        jit.KernelKey.create(512, torch.bfloat16, None, "rms")
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert jit.cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv(jit.CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert jit.cache_dir() == tmp_path / "xdg" / "inductor_rmsnorm"
+
+
+def test_missing_nvcc_names_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(jit.NVCC_ENV, str(tmp_path / "no-such-nvcc"))
+    key = jit.KernelKey.create(512, torch.bfloat16, None, "torch")
+    with pytest.raises(jit.BuildError, match="no-such-nvcc"):
+        jit.build(key, "sm_90")
+
+
+@needs_nvcc
+def test_build_caches_and_rebuilds_a_corrupt_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    key = jit.KernelKey.create(512, torch.bfloat16, torch.bfloat16, "llama")
+    library = jit.build(key, "sm_90")
+    assert library.is_file() and library.parent.parent == tmp_path
+    assert "ptxas info" in library.with_suffix(".log").read_text()
+    assert jit.cached_instances("sm_90") == [library]
+
+    built_at = library.stat().st_mtime_ns
+    start = time.perf_counter()
+    assert jit.build(key, "sm_90") == library
+    assert time.perf_counter() - start < 0.5 and library.stat().st_mtime_ns == built_at  # served from cache
+
+    library.write_bytes(library.read_bytes()[:1000])  # what a killed copy could leave
+    assert jit.cached_instances("sm_90") == []
+    jit.build(key, "sm_90")
+    assert jit.cached_instances("sm_90") == [library] and library.stat().st_size > 100_000
+
+
+@needs_nvcc
+def test_a_failed_build_names_the_command_and_the_log(monkeypatch, tmp_path):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    key = jit.KernelKey.create(512, torch.float32, None, "torch")
+    with pytest.raises(jit.BuildError, match=r"(?s)failed.*command: .*nvcc.*log: .*\.log"):
+        jit.build(key, "sm_1")
+    assert list(tmp_path.glob("sm_1-*/*.so")) == []  # nothing half-built left behind as an instance
