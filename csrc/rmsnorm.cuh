@@ -155,53 +155,61 @@ struct WarpRmsNorm {
   using WVec = detail::WeightVec<TW, kVec>;
 
   __device__ static void body(const Params& p) {
-    const int lane = threadIdx.x % 32;
-    const int group = lane / kLanesPerRow;  // which row of the warp's rows
-    const int lane_in_row = lane % kLanesPerRow;
+    const int group = threadIdx.x % 32 / kLanesPerRow;  // which row of the warp's rows
     const int warp = threadIdx.x / 32;
 
     // Each lane always serves the same columns, so its weight slice is loaded once.
     WVec w[kVecsPerLane];
 #pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i)
-      w[i].load(static_cast<const TW*>(p.weight) + (lane_in_row + i * kLanesPerRow) * kVec);
+    for (int i = 0; i < kVecsPerLane; ++i) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
     const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
-    for (int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp; first < p.rows;
-         first += row_step) {
+    int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
+    InVec v[kVecsPerLane];
+    load_row(v, p, first + group);
+    for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
-      const bool active = row < p.rows;
-      const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
-      InVec v[kVecsPerLane];
+      // Prefetch this lane's next row, so its loads are in flight while this one is reduced and stored.
+      InVec next[kVecsPerLane];
+      load_row(next, p, row + row_step);
       float sum_sq = 0.f;
-#pragma unroll
-      for (int i = 0; i < kVecsPerLane; ++i) {
-        if (active) v[i].load(x + (lane_in_row + i * kLanesPerRow) * kVec);
-      }
 #pragma unroll
       for (int i = 0; i < kVecsPerLane; ++i) {
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
-          const float f = active ? detail::to_float(v[i].v[j]) : 0.f;
+          const float f = row < p.rows ? detail::to_float(v[i].v[j]) : 0.f;
           sum_sq += f * f;
         }
       }
       sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
-      if (!active) continue;
-      const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
-      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+      if (row < p.rows) {
+        const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
+        TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-      for (int i = 0; i < kVecsPerLane; ++i) {
-        OutVec o;
+        for (int i = 0; i < kVecsPerLane; ++i) {
+          OutVec o;
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
-          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
+          for (int j = 0; j < kVec; ++j) {
+            if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
+            else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
+          }
+          o.store(y + column(i));
         }
-        o.store(y + (lane_in_row + i * kLanesPerRow) * kVec);
       }
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
     }
+  }
+
+  __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
+
+  // Loads `row` (this lane's part of it) if it exists.
+  __device__ static void load_row(InVec (&v)[kVecsPerLane], const Params& p, int64_t row) {
+    if (row >= p.rows) return;
+    const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+#pragma unroll
+    for (int i = 0; i < kVecsPerLane; ++i) v[i].load(x + column(i));
   }
 
   static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
@@ -213,7 +221,10 @@ template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F>
 struct CtaRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  static constexpr int kMaxThreads = 512;
+#ifndef INDUCTOR_RMSNORM_CTA_MAX_THREADS
+#define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/PERFORMANCE.md); scripts/tune_kernels.py
+#endif
+  static constexpr int kMaxThreads = INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   static constexpr int kVecsPerThread = detail::ceil_div(kVecsPerRow, kMaxThreads);
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
@@ -249,12 +260,12 @@ struct CtaRmsNorm {
       if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
     int parity = 0;
+    InVec v[kVecsPerThread];
+    load_row(v, p, blockIdx.x);
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-      const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
-      InVec v[kVecsPerThread];
-#pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) v[i].load(x + column(i));
+      // Prefetch the block's next row, so its loads are in flight across this row's barrier and stores.
+      InVec next[kVecsPerThread];
+      load_row(next, p, row + gridDim.x);
       float sum_sq = 0.f;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i) {
@@ -286,7 +297,18 @@ struct CtaRmsNorm {
         }
         o.store(y + column(i));
       }
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
     }
+  }
+
+  // Loads `row` (this thread's part of it) if it exists.
+  __device__ static void load_row(InVec (&v)[kVecsPerThread], const Params& p, int64_t row) {
+    if (row >= p.rows) return;
+    const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+#pragma unroll
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) v[i].load(x + column(i));
   }
 
   static int64_t blocks_needed(int64_t rows) { return rows; }

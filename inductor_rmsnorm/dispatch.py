@@ -5,6 +5,8 @@ One table (`KERNEL_TABLE`) and one function (`kernel_for`) decide; everything el
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # How the normalised row meets the weight (DESIGN.md, "Semantics to reproduce exactly"):
@@ -47,6 +49,7 @@ def output_dtype(input_dtype: torch.dtype, weight_dtype: torch.dtype | None, for
     return input_dtype
 
 
+@functools.lru_cache(maxsize=4096)  # on every eager call: keep it a dict lookup
 def unsupported_reason(hidden_size: int, input_dtype: torch.dtype, weight_dtype: torch.dtype | None) -> str | None:
     """Why no kernel serves this size and dtype combination, or None when one does."""
     if input_dtype not in INPUT_DTYPES:

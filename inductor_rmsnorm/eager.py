@@ -21,6 +21,10 @@ def _check_mode(on_unsupported: str) -> None:
         raise ValueError(f"on_unsupported={on_unsupported!r} is not one of {ON_UNSUPPORTED}")
 
 
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
+
+
 def rms_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None = None,
@@ -31,22 +35,27 @@ def rms_norm(
 ) -> torch.Tensor:
     """RMSNorm over the last dimension of `x` with the kernels, in the given formulation.
 
-    `eps=None` means `torch.finfo(x.dtype).eps`, as in `F.rms_norm`. Where no kernel serves the call (hidden
-    size, dtypes, a non-contiguous last dimension) the eager torch computation runs with
+    `eps=None` means the epsilon of the computation's float type (float32 for 16-bit inputs), as `F.rms_norm`
+    does. Where no kernel serves the call (hidden size, dtypes, a non-contiguous last dimension) the eager torch
+    computation runs with
     `on_unsupported="fallback"`, and a RuntimeError names the reason with `"error"` (on every device: the size
     rule does not depend on where the tensor lives). Inputs that need gradients take the torch computation, so
     training stays correct.
     """
     _check_mode(on_unsupported)
-    ops.check_arguments(x, weight, formulation)
     if eps is None:
-        eps = torch.finfo(x.dtype).eps
+        eps = torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
+    if x.is_cuda and not torch.compiler.is_compiling() and not _needs_grad(x, weight):
+        out = ops.try_run_kernel(x, weight, eps, formulation)
+        if out is not None:
+            return out
+    ops.check_arguments(x, weight, formulation)
     reason = ops.why_no_kernel(x, weight)
     if reason is not None:
         if on_unsupported == "error":
             raise RuntimeError(f"inductor_rmsnorm: {reason}")
         return rms_norm_reference(x, weight, eps, formulation)
-    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)):
+    if _needs_grad(x, weight):
         return rms_norm_reference(x, weight, eps, formulation)
     if x.is_cuda and not torch.compiler.is_compiling():
         return ops.run_kernel(x, weight, eps, formulation)

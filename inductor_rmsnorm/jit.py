@@ -159,11 +159,12 @@ def _sources_digest() -> str:
     return digest.hexdigest()
 
 
-def build_dir(arch: str) -> Path:
-    """Where instances for `arch` built by this nvcc, these sources and this torch live."""
+def build_dir(arch: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Where instances for `arch` built by this nvcc, these sources, flags and this torch live."""
     nvcc = nvcc_path()
+    flags = " ".join(NVCC_FLAGS + extra_flags)
     key = hashlib.sha256(
-        "\0".join([_sources_digest(), " ".join(NVCC_FLAGS), arch, _nvcc_version(nvcc), torch.__version__]).encode()
+        "\0".join([_sources_digest(), flags, arch, _nvcc_version(nvcc), torch.__version__]).encode()
     ).hexdigest()[:16]
     return cache_dir() / f"{arch}-{key}"
 
@@ -179,13 +180,13 @@ def _is_complete(library: Path, digest_file: Path) -> bool:
         return False
 
 
-def _compile(key: KernelKey, arch: str, library: Path, log: Path) -> None:
+def _compile(key: KernelKey, arch: str, extra_flags: tuple[str, ...], library: Path, log: Path) -> None:
     nvcc = nvcc_path()
     number = arch.removeprefix("sm_")
     with tempfile.NamedTemporaryFile(dir=library.parent, prefix=library.stem + ".", suffix=".tmp", delete=False) as tmp:
         partial = Path(tmp.name)
     command = [
-        nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{number},code=sm_{number}", *key.defines(),
+        nvcc, *NVCC_FLAGS, *extra_flags, f"-gencode=arch=compute_{number},code=sm_{number}", *key.defines(),
         str(csrc_dir() / "entry.cu"), "-o", str(partial),
     ]
     try:
@@ -201,13 +202,14 @@ def _compile(key: KernelKey, arch: str, library: Path, log: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def build(key: KernelKey, arch: str) -> Path:
-    """The shared library for `key` on `arch`, compiled first unless a complete one is cached.
+def build(key: KernelKey, arch: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """The shared library for `key` on `arch`, compiled first unless a complete one is cached. `extra_flags`
+    (tuning experiments) go to nvcc and into the cache key.
 
     Safe across processes: builders of one instance take turns on a file lock, and the library is renamed into
     place before its digest is written, so readers never see a half-written entry as complete.
     """
-    directory = build_dir(arch)
+    directory = build_dir(arch, extra_flags)
     directory.mkdir(parents=True, exist_ok=True)
     library = directory / f"{key.name}.so"
     digest_file = directory / f"{key.name}.sha256"
@@ -217,7 +219,7 @@ def build(key: KernelKey, arch: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _is_complete(library, digest_file):  # another process may have built it while we waited
             digest_file.unlink(missing_ok=True)
-            _compile(key, arch, library, directory / f"{key.name}.log")
+            _compile(key, arch, extra_flags, library, directory / f"{key.name}.log")
             digest_file.write_text(_file_digest(library))
     return library
 
@@ -246,26 +248,25 @@ def build_many(keys, arch: str, jobs: int, on_done=None) -> list[tuple[KernelKey
 
 
 class KernelInstance:
-    """A loaded instance: `launch(...)` runs the kernel; it raises on a CUDA error."""
+    """A loaded instance: `launch(...)` runs the kernel and returns a CUDA error code for `raise_error`."""
 
     def __init__(self, key: KernelKey, library: Path):
         self.key = key
         self.library = library
         handle = ctypes.CDLL(str(library))
-        self._launch = handle.inductor_rmsnorm_launch
-        self._launch.argtypes = [
+        self.launch = handle.inductor_rmsnorm_launch  # (out, x, weight, rows, x_row_stride, out_row_stride,
+        # eps, stream, device) -> CUDA error code, 0 on success; see csrc/entry.cu
+        self.launch.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
             ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
         ]
-        self._launch.restype = ctypes.c_int
+        self.launch.restype = ctypes.c_int
         self._error_string = handle.inductor_rmsnorm_error_string
         self._error_string.argtypes = [ctypes.c_int]
         self._error_string.restype = ctypes.c_char_p
 
-    def launch(self, out_ptr, x_ptr, weight_ptr, rows, x_row_stride, out_row_stride, eps, stream, device) -> None:
-        code = self._launch(out_ptr, x_ptr, weight_ptr, rows, x_row_stride, out_row_stride, eps, stream, device)
-        if code != 0:
-            raise RuntimeError(f"inductor_rmsnorm kernel {self.key.name} failed: {self._error_string(code).decode()}")
+    def raise_error(self, code: int):
+        raise RuntimeError(f"inductor_rmsnorm kernel {self.key.name} failed: {self._error_string(code).decode()}")
 
 
 _loaded: dict[tuple[KernelKey, str], KernelInstance] = {}

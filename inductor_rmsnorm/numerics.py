@@ -25,14 +25,19 @@ class UlpDifference:
         return self.max_ulps <= max_ulps and self.fraction_different <= max_fraction
 
 
-def ulp_difference(actual: torch.Tensor, expected: torch.Tensor) -> UlpDifference:
+def ulp_distance(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Elementwise distance in ulps (int64); NaN against NaN is 0, NaN against a number 2**62."""
     if actual.dtype != expected.dtype or actual.shape != expected.shape:
         raise ValueError(f"comparing {actual.dtype}{list(actual.shape)} with {expected.dtype}{list(expected.shape)}")
-    if actual.numel() == 0:
-        return UlpDifference(0, 0.0)
     a, b = actual.detach(), expected.detach()
     distance = (_ordered_bits(a) - _ordered_bits(b)).abs()
     nan_a, nan_b = a.isnan(), b.isnan()
     distance = torch.where(nan_a & nan_b, 0, distance)
-    distance = torch.where(nan_a ^ nan_b, 2**62, distance)
+    return torch.where(nan_a ^ nan_b, 2**62, distance)
+
+
+def ulp_difference(actual: torch.Tensor, expected: torch.Tensor) -> UlpDifference:
+    distance = ulp_distance(actual, expected)
+    if distance.numel() == 0:
+        return UlpDifference(0, 0.0)
     return UlpDifference(int(distance.max()), float((distance != 0).double().mean()))

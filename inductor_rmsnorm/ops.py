@@ -10,6 +10,8 @@ into `out`, which may be `input` itself (in place).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from . import dispatch, jit
@@ -39,8 +41,10 @@ def check_arguments(input: torch.Tensor, weight: torch.Tensor | None, formulatio
 
 def why_no_kernel(input: torch.Tensor, weight: torch.Tensor | None) -> str | None:
     """Why the kernels cannot serve this call (size, dtypes, layout), or None when they can."""
-    reason = dispatch.unsupported_reason(input.shape[-1], input.dtype, None if weight is None else weight.dtype)
-    if reason is None and input.shape[-1] > 1 and input.stride(-1) != 1:
+    # int(): the kernels are built per hidden size, so a symbolic one is specialised (one guard)
+    hidden = int(input.shape[-1])
+    reason = dispatch.unsupported_reason(hidden, input.dtype, None if weight is None else weight.dtype)
+    if reason is None and hidden > 1 and input.stride(-1) != 1:
         reason = f"the last dimension of input is not contiguous (stride {input.stride(-1)}; the kernels need 1)"
     return reason
 
@@ -97,25 +101,30 @@ _library.impl("rms_norm_out", _rms_norm_out_cpu, "CPU")
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA
-# (hidden size, input dtype, weight dtype, formulation, device index) -> loaded kernel; the hot path's only lookup.
-_instances: dict[tuple, jit.KernelInstance] = {}
+class _Plan(NamedTuple):
+    """What a call needs once its arguments are known to be served: checked and built once per key."""
+
+    launch: object  # the instance's C launcher (ctypes); returns a CUDA error code
+    instance: jit.KernelInstance
+    output_dtype: torch.dtype
 
 
-def _instance_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> jit.KernelInstance:
-    weight_dtype = None if weight is None else weight.dtype
-    lookup = (input.shape[-1], input.dtype, weight_dtype, formulation, input.device.index)
-    instance = _instances.get(lookup)
-    if instance is None:
-        key = jit.KernelKey.create(input.shape[-1], input.dtype, weight_dtype, formulation)
+# (hidden size, input dtype, weight dtype, formulation, device index) -> plan; the hot path's only lookup.
+_plans: dict[tuple, _Plan] = {}
+
+
+def _plan_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> _Plan:
+    lookup = (input.shape[-1], input.dtype, None if weight is None else weight.dtype, formulation, input.device.index)
+    plan = _plans.get(lookup)
+    if plan is None:
+        key = jit.KernelKey.create(*lookup[:4])
         instance = jit.load(key, jit.arch_for_device(input.device))
-        _instances[lookup] = instance
-    return instance
+        plan = _plans[lookup] = _Plan(instance.launch, instance, key.output_dtype)
+    return plan
 
 
 def _row_stride(t: torch.Tensor) -> int | None:
     """Elements between consecutive rows of `t` seen as [rows, hidden], or None if no single stride exists."""
-    if t.is_contiguous():
-        return t.shape[-1]
     row_stride, span = None, None
     for size, stride in zip(reversed(t.shape[:-1]), reversed(t.stride()[:-1])):
         if size == 1:
@@ -128,41 +137,83 @@ def _row_stride(t: torch.Tensor) -> int | None:
     return t.shape[-1] if row_stride is None else row_stride
 
 
-def _vector_aligned(t: torch.Tensor, row_stride: int) -> bool:
-    return (t.data_ptr() | (row_stride * t.element_size())) % _VECTOR_BYTES == 0
+def _kernel_row_stride(t: torch.Tensor) -> int | None:
+    """The row stride through which the kernel can address `t` with 16-byte vectors, or None if it cannot."""
+    row_stride = t.shape[-1] if t.is_contiguous() else _row_stride(t)
+    if row_stride is None or (t.data_ptr() | (row_stride * t.element_size())) % _VECTOR_BYTES:
+        return None
+    return row_stride
 
 
-def _launch_into(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
-    """Run the kernel from `input` into `out`; layouts the kernel cannot address go through aligned copies."""
-    if input.numel() == 0:
-        return
-    instance = _instance_for(input, weight, formulation)
-    x_stride = _row_stride(input)
-    if x_stride is None or not _vector_aligned(input, x_stride):
+def _launch(plan: _Plan, out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, eps: float) -> None:
+    """Run the kernel from `input` into `out` (both non-empty); layouts it cannot address go through copies."""
+    x_stride = _kernel_row_stride(input)
+    if x_stride is None:
         input = input.clone(memory_format=torch.contiguous_format)
         x_stride = input.shape[-1]
-    if weight is not None and not (weight.is_contiguous() and weight.data_ptr() % _VECTOR_BYTES == 0):
+    if weight is not None and (weight.stride(0) != 1 or weight.data_ptr() % _VECTOR_BYTES):
         weight = weight.clone(memory_format=torch.contiguous_format)
     target = out
-    out_stride = _row_stride(out)
-    if out_stride is None or not _vector_aligned(out, out_stride) or (out_stride < out.shape[-1] and out.dim() > 1):
+    out_stride = _kernel_row_stride(out)
+    rows = input.numel() // input.shape[-1]
+    if out_stride is None or (rows > 1 and out_stride < out.shape[-1]):  # unaddressable or overlapping rows
         target = torch.empty(out.shape, dtype=out.dtype, device=out.device)
         out_stride = out.shape[-1]
     device = input.device.index
-    instance.launch(
-        target.data_ptr(), input.data_ptr(), 0 if weight is None else weight.data_ptr(),
-        input.numel() // input.shape[-1], x_stride, out_stride, eps,
-        torch._C._cuda_getCurrentRawStream(device), device,
+    code = plan.launch(
+        target.data_ptr(), input.data_ptr(), None if weight is None else weight.data_ptr(), rows, x_stride,
+        out_stride, eps, torch._C._cuda_getCurrentRawStream(device), device,
     )
+    if code:
+        plan.instance.raise_error(code)
     if target is not out:
         out.copy_(target)
+
+
+def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
+    """The eager hot path: the kernel's output for a CUDA call shaped like one served before (same dtypes, size,
+    formulation and device; contiguous, aligned, weight in place), or None: the caller then takes the checked
+    path, which also builds the plan this path looks up. Every line here is paid on each eager call."""
+    shape = input.shape
+    if not shape:
+        return None
+    hidden = shape[-1]
+    device = input.get_device()
+    if weight is None:
+        plan = _plans.get((hidden, input.dtype, None, formulation, device))
+        weight_ptr = None
+    else:
+        plan = _plans.get((hidden, input.dtype, weight.dtype, formulation, device))
+        weight_ptr = weight.data_ptr()
+        # stride() == (1,): one dimension, contiguous
+        if weight_ptr % _VECTOR_BYTES or weight.stride() != (1,) or weight.numel() != hidden or (
+                weight.get_device() != device):
+            return None
+    x_ptr = input.data_ptr()
+    if plan is None or x_ptr % _VECTOR_BYTES or not input.is_contiguous():
+        return None
+    rows = input.numel() // hidden
+    if not rows:
+        return None
+    out = torch.empty_like(input, dtype=plan.output_dtype)
+    code = plan.launch(out.data_ptr(), x_ptr, weight_ptr, rows, hidden, hidden, eps,
+                       torch._C._cuda_getCurrentRawStream(device), device)
+    if code:
+        plan.instance.raise_error(code)
+    return out
 
 
 def run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str) -> torch.Tensor:
     """The kernel on arguments that passed `check_kernel_arguments` (the eager API calls this directly,
     skipping the dispatcher)."""
-    out = torch.empty(input.shape, dtype=_output_dtype(input, weight, formulation), device=input.device)
-    _launch_into(out, input, weight, eps, formulation)
+    if input.numel() == 0:  # nothing to normalise: no kernel to build
+        return torch.empty(input.shape, dtype=_output_dtype(input, weight, formulation), device=input.device)
+    plan = _plan_for(input, weight, formulation)
+    if input.is_contiguous():
+        out = torch.empty_like(input, dtype=plan.output_dtype)
+    else:
+        out = torch.empty(input.shape, dtype=plan.output_dtype, device=input.device)
+    _launch(plan, out, input, weight, eps)
     return out
 
 
@@ -173,7 +224,8 @@ def _rms_norm_cuda(input, weight, eps, formulation):
 
 def _rms_norm_out_cuda(out, input, weight, eps, formulation):
     check_kernel_arguments(input, weight, formulation, out)
-    _launch_into(out, input, weight, eps, formulation)
+    if input.numel():
+        _launch(_plan_for(input, weight, formulation), out, input, weight, eps)
 
 
 _library.impl("rms_norm", _rms_norm_cuda, "CUDA")

@@ -55,6 +55,8 @@ MIN_ROTATION_BYTES = 128 * MiB  # input buffers together exceed twice the L2 (60
 MAX_BUFFER_BYTES = 8 * 2**30
 TARGET_MIN_BYTES = 64 * MiB  # points this large should reach...
 TARGET_FRACTION_OF_COPY = 0.90  # ...this fraction of the copy bandwidth
+WARM_UP_SECONDS = 0.05  # before each point's timings
+FIRST_WARM_UP_SECONDS = 2.0  # before the copy probe: an idle GPU starts at low clocks
 
 
 # ------------------------------------------------------------------------------------------------- providers
@@ -160,12 +162,24 @@ def time_per_call(call: Callable[[int], object], calls: int, replays: int) -> Ti
     return Timing(median_seconds(graph.replay, replays) / calls)
 
 
+def keep_gpu_busy(seconds: float) -> None:
+    """Run matrix products for `seconds`, so the GPU's clocks are up when timing starts."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def measure_copy_bandwidth(replays: int) -> float:
-    """Bytes read plus bytes written per second by a 1 GiB device-to-device copy."""
+    """Bytes read plus bytes written per second by the faster of two 1 GiB device-to-device copies:
+    `copy_` (a memcpy, which inside a CUDA graph may take a slower copy-engine path) and a copy kernel."""
     source = torch.randn(COPY_BYTES // 4, device="cuda")
     destination = torch.empty_like(source)
-    timing = time_per_call(lambda _: destination.copy_(source), calls=4, replays=replays)
-    return 2 * COPY_BYTES / timing.seconds_per_call
+    memcpy = median_seconds(lambda: destination.copy_(source), replays)
+    kernel = median_seconds(lambda: torch.neg(source, out=destination), replays)
+    return 2 * COPY_BYTES / min(memcpy, kernel)
 
 
 def measure_launch_floor(replays: int) -> float:
@@ -181,8 +195,9 @@ def l2_cache_bytes() -> int:
 def plan_replay(x_bytes: int, bytes_moved: int, copy_bandwidth: float, launch_floor: float) -> tuple[int, int]:
     """(calls per replay, input buffers): a replay of about a millisecond, over buffers that defeat the L2.
 
-    The call estimate is the larger of the launch floor and a copy of the same bytes. Buffers beyond the calls
-    per replay would never be read, so small inputs rotate through fewer bytes than the L2 holds.
+    The call estimate is the larger of the launch floor and a copy of the same bytes. Every buffer is read once
+    per replay at least, so the buffer count is capped by the calls a replay may hold: inputs under ~0.6 MiB
+    rotate through less than the L2 (they are launch-bound anyway).
     """
     estimated_call = max(launch_floor, bytes_moved / copy_bandwidth)
     calls = min(MAX_CALLS_PER_REPLAY, math.ceil(TARGET_REPLAY_SECONDS / estimated_call))
@@ -192,7 +207,7 @@ def plan_replay(x_bytes: int, bytes_moved: int, copy_bandwidth: float, launch_fl
 
 
 # ------------------------------------------------------------------------------------------------ one point
-class WrongResult(AssertionError):
+class WrongResult(Exception):
     """A provider's output is not close to F.rms_norm's: its time would mean nothing."""
 
 
@@ -242,7 +257,8 @@ def measure_point(
         "calls_per_replay": calls, "input_buffers": buffer_count,
         "us": {}, "first_call_s": {}, "skipped": {}, "failed_checks": {}, "errors": {}, "timed_without_graph": {},
     }
-    for provider in providers:
+    ready = []
+    for provider in providers:  # first calls (compiles, builds) and checks, before any timing
         record["us"][provider.name] = None
         if not provider.serves(hidden, dtype):
             record["skipped"][provider.name] = f"no kernel for hidden {hidden} in {dtype_name}"
@@ -253,13 +269,18 @@ def measure_point(
             torch.cuda.synchronize()
             record["first_call_s"][provider.name] = time.perf_counter() - start
             check_output(output, expected)
+            ready.append(provider)
+        except WrongResult as failure:
+            record["failed_checks"][provider.name] = str(failure)
+        except Exception as error:  # one provider's failure must not end the run
+            record["errors"][provider.name] = one_line(error)
+    keep_gpu_busy(WARM_UP_SECONDS)  # compiles leave the GPU idle and its clocks low; raise them before timing
+    for provider in ready:
+        try:
             timing = time_per_call(
                 lambda index: provider.function(inputs[index % buffer_count], weight), calls, replays
             )
-        except WrongResult as failure:
-            record["failed_checks"][provider.name] = str(failure)
-            continue
-        except Exception as error:  # one provider's failure must not end the run
+        except Exception as error:
             record["errors"][provider.name] = one_line(error)
             continue
         record["us"][provider.name] = timing.seconds_per_call * 1e6
@@ -270,6 +291,10 @@ def measure_point(
 
 
 # ------------------------------------------------------------------------------------------------ reporting
+def format_bytes(count: int) -> str:
+    return f"{count / MiB:.1f} MiB" if count >= MiB else f"{count / 1024:.1f} KiB"
+
+
 def point_label(record: dict) -> str:
     return f"{SHORT_DTYPE_NAMES[record['dtype']]} hidden={record['hidden']} tokens={record['tokens']}"
 
@@ -298,7 +323,7 @@ def progress_line(index: int, total: int, record: dict, provider_names: list[str
         f"{name} {seconds:.1f} s" for name, seconds in record["first_call_s"].items() if seconds >= 0.1
     )
     line = (
-        f"[{index:>{len(str(total))}}/{total}] {point_label(record)} ({record['bytes'] / MiB:.1f} MiB): {times} µs"
+        f"[{index:>{len(str(total))}}/{total}] {point_label(record)} ({format_bytes(record['bytes'])}): {times} µs"
         f" | ours {ratio_cell(record['ours_fraction_of_copy'], as_percent=True)} of copy,"
         f" {ratio_cell(record['speedup_vs_inductor'])} vs inductor,"
         f" {ratio_cell(record['speedup_vs_best_peer'])} vs best peer"
@@ -339,7 +364,7 @@ def target_lists(records: list[dict]) -> str:
         if r["speedup_vs_inductor"] is not None and r["speedup_vs_inductor"] < 1
     ]
     short_of_copy = [
-        f"  {point_label(r)} ({r['bytes'] / MiB:.0f} MiB): ours at {100 * r['ours_fraction_of_copy']:.0f}% of copy"
+        f"  {point_label(r)} ({format_bytes(r['bytes'])}): ours at {100 * r['ours_fraction_of_copy']:.0f}% of copy"
         for r in records
         if r["bytes"] >= TARGET_MIN_BYTES
         and r["ours_fraction_of_copy"] is not None
@@ -350,11 +375,8 @@ def target_lists(records: list[dict]) -> str:
         for r in records
         for name, message in itertools.chain(r["failed_checks"].items(), r["errors"].items())
     ]
-    sections = [
-        ("Ours slower than inductor", slower),
-        (f"At least {TARGET_MIN_BYTES // MiB} MiB moved, ours below {TARGET_FRACTION_OF_COPY:.0%} of copy", short_of_copy),
-        ("Failed checks and errors", problems),
-    ]
+    large = f"At least {TARGET_MIN_BYTES // MiB} MiB moved, ours below {TARGET_FRACTION_OF_COPY:.0%} of copy"
+    sections = [("Ours slower than inductor", slower), (large, short_of_copy), ("Failed checks and errors", problems)]
     return "\n".join(f"{title}: {len(lines) or 'none'}" + "".join("\n" + line for line in lines)
                      for title, lines in sections)
 
@@ -398,17 +420,24 @@ def write_json(path: Path, environment: dict, settings: dict, records: list[dict
     path.write_text(json.dumps({"environment": environment, "settings": settings, "records": records}, indent=1))
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time inductor_rmsnorm's kernels against hf_eager, F.rms_norm, inductor and liger on a CUDA GPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(DEFAULT_HIDDEN), help="hidden sizes")
-    parser.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS), help="token counts")
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=list(DEFAULT_HIDDEN), help="hidden sizes")
+    parser.add_argument("--tokens", type=positive_int, nargs="+", default=list(DEFAULT_TOKENS), help="token counts")
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["bfloat16"], help="dtypes of x and weight")
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS),
                         help="what to time (leaving out inductor skips its compiles)")
-    parser.add_argument("--replays", type=int, default=20, help="timed graph replays per measurement")
+    parser.add_argument("--replays", type=positive_int, default=20, help="timed graph replays per measurement")
     parser.add_argument("--json", type=Path, default=Path("bench_kernels.json"), help="where to write the results")
     return parser.parse_args(argv)
 
@@ -432,6 +461,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     providers, skipped = make_providers(args.providers)
     provider_names = [provider.name for provider in providers]
     environment = describe_environment()
+    keep_gpu_busy(FIRST_WARM_UP_SECONDS)
     environment["copy_bandwidth_bytes_per_s"] = measure_copy_bandwidth(args.replays)
     environment["launch_floor_us"] = measure_launch_floor(args.replays) * 1e6
     environment["skipped_providers"] = skipped

@@ -1,0 +1,75 @@
+"""Tuning experiment on the GPU: the CTA kernel's thread cap (INDUCTOR_RMSNORM_CTA_MAX_THREADS) at several
+hidden sizes and token counts, timed like bench_kernels.py (CUDA-graph replay, rotating buffers), with the
+copy bandwidth of the same run. Prints one table; the chosen default is recorded in docs/PERFORMANCE.md.
+
+Usage: python scripts/tune_kernels.py [--caps 256 512 1024] [--hidden ...] [--tokens ...] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_kernels import (  # noqa: E402
+    DTYPES, FIRST_WARM_UP_SECONDS, bytes_moved, keep_gpu_busy, measure_copy_bandwidth, measure_launch_floor,
+    plan_replay, time_per_call,
+)
+
+from inductor_rmsnorm import jit  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--caps", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 2048, 4096, 5120, 8192])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 1024, 32768])
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("tuning needs a CUDA GPU; skipped")
+        return 0
+    dtype = DTYPES[args.dtype]
+    arch = jit.arch_for_device(0)
+    instances = {}
+    for cap in args.caps:
+        for hidden in args.hidden:
+            key = jit.KernelKey.create(hidden, dtype, dtype, "torch")
+            library = jit.build(key, arch, (f"-DINDUCTOR_RMSNORM_CTA_MAX_THREADS={cap}",))
+            instances[cap, hidden] = jit.KernelInstance(key, library)
+    keep_gpu_busy(FIRST_WARM_UP_SECONDS)
+    copy_bandwidth = measure_copy_bandwidth(10)
+    launch_floor = measure_launch_floor(10)
+    print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s, launch floor {launch_floor * 1e6:.2f} µs")
+    print("| hidden | tokens | " + " | ".join(f"cap {c}: µs (% copy)" for c in args.caps) + " |")
+    print("|---|---|" + "---|" * len(args.caps))
+    for hidden in args.hidden:
+        weight = torch.randn(hidden, device="cuda", dtype=dtype)
+        for tokens in args.tokens:
+            moved = bytes_moved(tokens, hidden, dtype)
+            calls, buffers = plan_replay(tokens * hidden * dtype.itemsize, moved, copy_bandwidth, launch_floor)
+            inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffers)]
+            out = torch.empty_like(inputs[0])
+            cells = []
+            keep_gpu_busy(0.05)
+            for cap in args.caps:
+                instance = instances[cap, hidden]
+
+                def call(index, instance=instance):
+                    x = inputs[index % buffers]
+                    code = instance.launch(out.data_ptr(), x.data_ptr(), weight.data_ptr(), tokens, hidden, hidden,
+                                           1e-6, torch.cuda.current_stream().cuda_stream, 0)
+                    if code:
+                        instance.raise_error(code)
+
+                seconds = time_per_call(call, calls, 10).seconds_per_call
+                cells.append(f"{seconds * 1e6:.2f} ({moved / seconds / copy_bandwidth:.0%})")
+            print(f"| {hidden} | {tokens} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
