@@ -42,10 +42,14 @@ def rms_norm(
     rule does not depend on where the tensor lives). Inputs that need gradients take the torch computation, so
     training stays correct.
     """
-    _check_mode(on_unsupported)
+    if on_unsupported not in ON_UNSUPPORTED:
+        _check_mode(on_unsupported)
     if eps is None:
         eps = torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
-    if x.is_cuda and not torch.compiler.is_compiling() and not _needs_grad(x, weight):
+    # The hot path, inlined: this function's own cost is most of a small eager call.
+    if x.is_cuda and not torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
+    ):
         out = ops.try_run_kernel(x, weight, eps, formulation)
         if out is not None:
             return out
