@@ -254,6 +254,11 @@ struct CtaRmsNorm {
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
 
+    WVec w[kVecsPerThread];
+#pragma unroll
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+
     int parity = 0;
     InVec v[kVecsPerThread];
     load_row(v, p, blockIdx.x);
@@ -284,15 +289,11 @@ struct CtaRmsNorm {
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i) {
         if (!owns(i)) continue;
-        // The weight is re-read per row (an L1 hit after the first): held in registers across rows it cost
-        // the occupancy that keeps loads in flight (115 registers at 8192, ncu on the H200).
-        WVec w;
-        w.load(static_cast<const TW*>(p.weight) + column(i));
         OutVec o;
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
           if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
-          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w.v[j]);
+          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
         }
         o.store(y + column(i));
       }
