@@ -97,7 +97,29 @@ struct Normalize {
       return from_float<TOut>(h * (1.0f + to_float(w)));
     }
   }
+
+  // Normalises one vector of x and stores it at y.
+  template <int N, typename WVec>
+  __device__ __forceinline__ static void store(TOut* y, const Vec<TIn, N>& x, float inv_rms, const WVec& w) {
+    Vec<TOut, N> out;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      if constexpr (std::is_same_v<TW, NoWeight>) out.v[j] = apply(x.v[j], inv_rms, 0);
+      else out.v[j] = apply(x.v[j], inv_rms, w.v[j]);
+    }
+    out.store(y);
+  }
 };
+
+// Adds the squares of a vector's elements to `sum`, in element order, in fp32.
+template <typename T, int N>
+__device__ __forceinline__ void add_squares(float& sum, const Vec<T, N>& v) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const float f = to_float(v.v[j]);
+    sum += f * f;
+  }
+}
 
 // Sum over aligned groups of `kLanes` lanes; every lane of a group gets the same bits (xor butterfly: each
 // step adds the same two values on both partners, and float addition commutes).
@@ -151,7 +173,6 @@ struct WarpRmsNorm {
 
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
   using InVec = detail::Vec<TIn, kVec>;
-  using OutVec = detail::Vec<TOut, kVec>;
   using WVec = detail::WeightVec<TW, kVec>;
 
   __device__ static void body(const Params& p) {
@@ -174,28 +195,16 @@ struct WarpRmsNorm {
       InVec next[kVecsPerLane];
       load_row(next, p, row + row_step);
       float sum_sq = 0.f;
+      if (row < p.rows) {
 #pragma unroll
-      for (int i = 0; i < kVecsPerLane; ++i) {
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          const float f = row < p.rows ? detail::to_float(v[i].v[j]) : 0.f;
-          sum_sq += f * f;
-        }
+        for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(sum_sq, v[i]);
       }
       sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
       if (row < p.rows) {
         const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
         TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) {
-          OutVec o;
-#pragma unroll
-          for (int j = 0; j < kVec; ++j) {
-            if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
-            else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
-          }
-          o.store(y + column(i));
-        }
+        for (int i = 0; i < kVecsPerLane; ++i) Norm::store(y + column(i), v[i], inv_rms, w[i]);
       }
 #pragma unroll
       for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
@@ -239,7 +248,6 @@ struct CtaRmsNorm {
 
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
   using InVec = detail::Vec<TIn, kVec>;
-  using OutVec = detail::Vec<TOut, kVec>;
   using WVec = detail::WeightVec<TW, kVec>;
 
   __device__ static bool owns(int slot) {
@@ -268,14 +276,8 @@ struct CtaRmsNorm {
       load_row(next, p, row + gridDim.x);
       float sum_sq = 0.f;
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i) {
-        if (!owns(i)) continue;
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          const float f = detail::to_float(v[i].v[j]);
-          sum_sq += f * f;
-        }
-      }
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) detail::add_squares(sum_sq, v[i]);
       sum_sq = detail::group_sum<32>(sum_sq);
       if (lane == 0) partial[parity][warp] = sum_sq;
       __syncthreads();
@@ -287,16 +289,8 @@ struct CtaRmsNorm {
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i) {
-        if (!owns(i)) continue;
-        OutVec o;
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          if constexpr (std::is_same_v<TW, NoWeight>) o.v[j] = Norm::apply(v[i].v[j], inv_rms, 0);
-          else o.v[j] = Norm::apply(v[i].v[j], inv_rms, w[i].v[j]);
-        }
-        o.store(y + column(i));
-      }
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
     }
