@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 
@@ -13,12 +14,24 @@ from . import dispatch, jit
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def _weight_dtypes(choice: str, input_dtype: torch.dtype):
-    if choice == "none":
-        return [None]
-    if choice == "float32":
-        return [torch.float32]
-    return [input_dtype]
+_WEIGHTS = {"same": lambda input_dtype: input_dtype, "float32": lambda _: torch.float32, "none": lambda _: None}
+
+
+def _keys(args: argparse.Namespace) -> list[jit.KernelKey]:
+    """The instances the arguments ask for, saying once per size and dtype why one has no kernel."""
+    keys: list[jit.KernelKey] = []
+    for hidden, dtype_name in itertools.product(args.hidden, args.dtype):
+        input_dtype = _DTYPES[dtype_name]
+        for weight_dtype in dict.fromkeys(_WEIGHTS[choice](input_dtype) for choice in args.weight):
+            reason = dispatch.unsupported_reason(hidden, input_dtype, weight_dtype)
+            if reason is not None:
+                print(f"skipped: {reason}")
+                continue
+            for formulation in args.formulation if weight_dtype is not None else ["torch"]:
+                key = jit.KernelKey.create(hidden, input_dtype, weight_dtype, formulation)
+                if key not in keys:
+                    keys.append(key)
+    return keys
 
 
 def _build_command(args: argparse.Namespace) -> int:
@@ -29,20 +42,7 @@ def _build_command(args: argparse.Namespace) -> int:
     else:
         arch = "sm_90"
         print("no CUDA GPU here: building for sm_90 (H100/H200; choose with --arch); loading and running skipped")
-    keys = []
-    for hidden in args.hidden:
-        for dtype_name in args.dtype:
-            input_dtype = _DTYPES[dtype_name]
-            for weight_choice in args.weight:
-                for weight_dtype in _weight_dtypes(weight_choice, input_dtype):
-                    for formulation in args.formulation if weight_dtype is not None else ["torch"]:
-                        try:
-                            key = jit.KernelKey.create(hidden, input_dtype, weight_dtype, formulation)
-                        except ValueError as error:
-                            print(f"skipped hidden {hidden} {dtype_name}: {error}")
-                            continue
-                        if key not in keys:
-                            keys.append(key)
+    keys = _keys(args)
     if not keys:
         print("nothing to build")
         return 1

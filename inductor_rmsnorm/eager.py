@@ -21,10 +21,6 @@ def _check_mode(on_unsupported: str) -> None:
         raise ValueError(f"on_unsupported={on_unsupported!r} is not one of {ON_UNSUPPORTED}")
 
 
-def _needs_grad(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
-
-
 def rms_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None = None,
@@ -37,19 +33,17 @@ def rms_norm(
 
     `eps=None` means the epsilon of the computation's float type (float32 for 16-bit inputs), as `F.rms_norm`
     does. Where no kernel serves the call (hidden size, dtypes, a non-contiguous last dimension) the eager torch
-    computation runs with
-    `on_unsupported="fallback"`, and a RuntimeError names the reason with `"error"` (on every device: the size
-    rule does not depend on where the tensor lives). Inputs that need gradients take the torch computation, so
-    training stays correct.
+    computation runs with `on_unsupported="fallback"`, and a RuntimeError names the reason with `"error"` (on
+    every device: the size rule does not depend on where the tensor lives). Inputs that need gradients take the
+    torch computation, so training stays correct; a module's weight is a Parameter that requires grad, so the
+    kernels serve patched modules under `torch.no_grad()` / `torch.inference_mode()` (as in `generate`).
     """
-    if on_unsupported not in ON_UNSUPPORTED:
-        _check_mode(on_unsupported)
+    _check_mode(on_unsupported)
     if eps is None:
         eps = torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
-    # The hot path, inlined: this function's own cost is most of a small eager call.
-    if x.is_cuda and not torch.compiler.is_compiling() and not (
-        torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
-    ):
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
+    # The hot path first: on a small eager call this function's own cost is most of the wall time.
+    if x.is_cuda and not needs_grad and not torch.compiler.is_compiling():
         out = ops.try_run_kernel(x, weight, eps, formulation)
         if out is not None:
             return out
@@ -59,7 +53,7 @@ def rms_norm(
         if on_unsupported == "error":
             raise RuntimeError(f"inductor_rmsnorm: {reason}")
         return rms_norm_reference(x, weight, eps, formulation)
-    if _needs_grad(x, weight):
+    if needs_grad:
         return rms_norm_reference(x, weight, eps, formulation)
     if x.is_cuda and not torch.compiler.is_compiling():
         return ops.run_kernel(x, weight, eps, formulation)

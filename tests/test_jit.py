@@ -2,12 +2,14 @@
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
-from inductor_rmsnorm import jit
+from inductor_rmsnorm import cli, jit
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get(jit.NVCC_ENV), reason="no nvcc")
 
@@ -73,3 +75,42 @@ def test_a_failed_build_names_the_command_and_the_log(monkeypatch, tmp_path):
     with pytest.raises(jit.BuildError, match=r"(?s)failed.*command: .*nvcc.*log: .*\.log"):
         jit.build(key, "sm_1")
     assert list(tmp_path.glob("sm_1-*/*.so")) == []  # nothing half-built left behind as an instance
+
+
+BUILD_IN_A_PROCESS = """
+import sys, torch
+from inductor_rmsnorm import cli, jit
+compiled = []
+original = jit._compile
+jit._compile = lambda *args: (compiled.append(1), original(*args))
+jit.build(jit.KernelKey.create(256, torch.float16, None, "torch"), "sm_90")
+print(len(compiled))
+"""
+
+
+@needs_nvcc
+def test_concurrent_builders_of_one_instance_build_it_once(tmp_path):
+    env = dict(os.environ, **{jit.CACHE_DIR_ENV: str(tmp_path)})
+    builders = [subprocess.Popen([sys.executable, "-c", BUILD_IN_A_PROCESS], env=env, stdout=subprocess.PIPE,
+                                 text=True) for _ in range(3)]
+    outputs = [builder.communicate(timeout=300)[0] for builder in builders]
+    assert [builder.returncode for builder in builders] == [0, 0, 0]
+    assert sum(int(output.strip().splitlines()[-1]) for output in outputs) == 1
+    assert len(list(tmp_path.glob("sm_90-*/*.so"))) == 1
+
+
+@needs_nvcc
+def test_cli_builds_with_progress_and_names_what_it_skips(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    status = cli.main(["build", "--hidden", "512", "2880", "--dtype", "bfloat16", "--formulation", "llama",
+                       "--arch", "sm_90", "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "skipped: hidden size 2880 has no kernel" in printed
+    assert "[1/1] cta_h512_bf16_wbf16_obf16_llama: ready in" in printed
+    assert "1 of 1 ready" in printed
+
+
+def test_cli_with_nothing_to_build_fails(capsys):
+    assert cli.main(["build", "--hidden", "100", "--arch", "sm_90"]) == 1
+    assert "nothing to build" in capsys.readouterr().out
