@@ -62,7 +62,6 @@ def _check_out(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | No
         )
 
 
-# ---------------------------------------------------------------------------------------------------- fake
 def check_kernel_arguments(input, weight, formulation, out=None) -> None:
     """Every implementation's checks: the op accepts exactly what the kernels serve, on every device, so the
     CPU implementation stands in faithfully for the CUDA one."""
@@ -74,6 +73,7 @@ def check_kernel_arguments(input, weight, formulation, out=None) -> None:
         raise RuntimeError(f"inductor_rmsnorm: {reason}")
 
 
+# ---------------------------------------------------------------------------------------------------- fake
 @torch.library.register_fake(f"{NAMESPACE}::rms_norm")
 def _rms_norm_fake(input, weight, eps, formulation):
     check_kernel_arguments(input, weight, formulation)
