@@ -13,8 +13,10 @@ import torch
 #   "torch": F.rms_norm / nn.RMSNorm: fp32 throughout, one rounding at the end;
 #   "llama": Hugging Face Llama: the normalised value is rounded to the input dtype, then multiplied by the
 #            weight; the output dtype is the promotion of input and weight dtypes;
-#   "gemma": Gemma: fp32 throughout with (1 + weight), one rounding at the end.
-FORMULATIONS = ("torch", "llama", "gemma")
+#   "gemma": Gemma: fp32 throughout with (1 + weight), one rounding at the end;
+#   "llama_single_rounding": the Llama formulation as Inductor computes it by default (no
+#            `emulate_precision_casts`): the normalised value stays fp32, one rounding, the Llama output dtype.
+FORMULATIONS = ("torch", "llama", "gemma", "llama_single_rounding")
 
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -44,7 +46,7 @@ def weight_dtypes_for(input_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
 
 def output_dtype(input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str) -> torch.dtype:
     """The dtype the formulation returns: `w * h.to(x.dtype)` promotes for "llama"; the others cast to x's."""
-    if formulation == "llama" and weight_dtype is not None:
+    if formulation in ("llama", "llama_single_rounding") and weight_dtype is not None:
         return torch.promote_types(input_dtype, weight_dtype)
     return input_dtype
 

@@ -37,7 +37,8 @@ NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--ptxas-op
 _CXX_TYPES = {torch.bfloat16: "__nv_bfloat16", torch.float16: "__half", torch.float32: "float"}
 _SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _KERNEL_CLASSES = {"warp": "WarpRmsNorm", "cta": "CtaRmsNorm"}
-_FORMULATION_ENUMS = {"torch": "kTorch", "llama": "kLlama", "gemma": "kGemma"}
+# llama_single_rounding is the torch math with the Llama output dtype: the key's output type carries the difference.
+_FORMULATION_ENUMS = {"torch": "kTorch", "llama": "kLlama", "gemma": "kGemma", "llama_single_rounding": "kTorch"}
 
 
 class BuildError(RuntimeError):
@@ -80,6 +81,8 @@ class KernelKey:
             raise ValueError(f"formulation {formulation!r} is not one of {dispatch.FORMULATIONS}")
         if weight_dtype is None:
             formulation = "torch"  # without a weight every formulation is the same computation
+        elif formulation == "llama_single_rounding" and weight_dtype == input_dtype:
+            formulation = "torch"  # the same computation and output dtype
         kernel_class = dispatch.kernel_for(hidden_size, input_dtype)
         return KernelKey(kernel_class, hidden_size, input_dtype, weight_dtype, formulation)
 

@@ -19,4 +19,6 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float,
         return weight * h.to(x.dtype)
     if formulation == "gemma":  # GemmaRMSNorm.forward
         return (h * (1.0 + weight.float())).to(x.dtype)
+    if formulation == "llama_single_rounding":  # what Inductor generates for LlamaRMSNorm by default
+        return (h * weight.float()).to(torch.promote_types(x.dtype, weight.dtype))
     raise ValueError(f"unknown formulation {formulation!r}")

@@ -31,7 +31,9 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
             for dtype in dispatch.INPUT_DTYPES:
                 for weight in (*dispatch.weight_dtypes_for(dtype), None):
                     for formulation in dispatch.FORMULATIONS if weight is not None else ("torch",):
-                        keys.setdefault(kernel_class, []).append(jit.KernelKey.create(hidden, dtype, weight, formulation))
+                        key = jit.KernelKey.create(hidden, dtype, weight, formulation)
+                        if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
+                            keys[kernel_class].append(key)
     return keys
 
 

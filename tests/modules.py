@@ -54,6 +54,15 @@ class ScaledRMSNorm(torch.nn.Module):
         return (2.0 * self.weight * h).to(x.dtype)
 
 
+class InductorLlamaRMSNorm(LlamaRMSNorm):
+    """LlamaRMSNorm computed as Inductor computes it by default: h stays fp32, one rounding at the end."""
+
+    def forward(self, x):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return (self.weight.float() * h).to(torch.promote_types(x.dtype, self.weight.dtype))
+
+
 def eager_module(formulation: str, hidden: int, weight: torch.Tensor | None, eps: float) -> torch.nn.Module:
     """The eager module that defines `formulation`, holding `weight` (None: no-weight nn.RMSNorm)."""
     if weight is None:
@@ -62,6 +71,7 @@ def eager_module(formulation: str, hidden: int, weight: torch.Tensor | None, eps
         "torch": lambda: torch.nn.RMSNorm(hidden, eps=eps),
         "llama": lambda: LlamaRMSNorm(hidden, eps=eps),
         "gemma": lambda: GemmaRMSNorm(hidden, eps=eps),
+        "llama_single_rounding": lambda: InductorLlamaRMSNorm(hidden, eps=eps),
     }[formulation]()
     module.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
     return module

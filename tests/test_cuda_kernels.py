@@ -21,7 +21,7 @@ DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 TOKENS = [1, 7, 129, 8200]
 # (formulation, weight): the weight in the input's dtype, none, or float32 beside 16-bit activations.
 VARIANTS = [("torch", "same"), ("llama", "same"), ("gemma", "same"), ("torch", "none")]
-MIXED_VARIANTS = [("torch", "float32"), ("llama", "float32"), ("gemma", "float32")]
+MIXED_VARIANTS = [("torch", "float32"), ("llama", "float32"), ("gemma", "float32"), ("llama_single_rounding", "float32")]
 MIXED_SIZES = [64, 256, 512, 2816, 8192]
 EPS = 1e-5
 

@@ -11,7 +11,7 @@ from inductor_rmsnorm.reference import rms_norm_reference
 from modules import eager_module, random_weight
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
-FORMULATIONS = ["torch", "llama", "gemma"]
+FORMULATIONS = ["torch", "llama", "gemma", "llama_single_rounding"]
 
 
 def float64_truth(x, weight, eps, formulation):
@@ -40,7 +40,8 @@ def test_reference_is_close_to_float64(dtype, formulation):
 def test_reference_matches_the_eager_module(dtype, formulation):
     x = torch.randn(33, 512, dtype=dtype)
     weight = random_weight(formulation, 512, dtype, "cpu")
-    expected = eager_module(formulation, 512, weight, 1e-5)(x)
+    with torch.no_grad():
+        expected = eager_module(formulation, 512, weight, 1e-5)(x)
     actual = rms_norm_reference(x, weight, 1e-5, formulation)
     assert actual.dtype == expected.dtype
     assert ulp_difference(actual, expected).within(max_ulps=1, max_fraction=0.01)
@@ -58,6 +59,7 @@ def test_llama_rounds_twice_and_torch_once():
 def sample_arguments():
     yield torch.randn(3, 7, 256, dtype=torch.bfloat16), torch.randn(256, dtype=torch.bfloat16), "llama"
     yield torch.randn(5, 512, dtype=torch.float16), torch.randn(512), "llama"
+    yield torch.randn(5, 512, dtype=torch.bfloat16), torch.randn(512), "llama_single_rounding"
     yield torch.randn(5, 512, dtype=torch.float32), None, "torch"
     yield torch.randn(2, 4, 1024, dtype=torch.bfloat16), torch.randn(1024, dtype=torch.bfloat16), "gemma"
 
@@ -66,8 +68,8 @@ def sample_arguments():
 def test_opcheck(arguments):
     x, weight, formulation = arguments
     torch.library.opcheck(ops.rms_norm, (x, weight, 1e-6, formulation))
-    out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype) if (
-        weight is not None and formulation == "llama") else x.dtype)
+    out = torch.empty(x.shape, dtype=inductor_rmsnorm.dispatch.output_dtype(
+        x.dtype, None if weight is None else weight.dtype, formulation))
     torch.library.opcheck(ops.rms_norm_out, (out, x, weight, 1e-6, formulation))
 
 
