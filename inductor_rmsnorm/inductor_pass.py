@@ -1,0 +1,287 @@
+"""The Inductor pass: replace RMSNorm subgraphs in the post-grad graph with `torch.ops.inductor_rmsnorm.rms_norm`.
+
+Turn it on with `enable()` / `disable()`, the `enabled()` context manager, or per compile with
+`torch.compile(model, options=compile_options())`. It runs as Inductor's `post_grad_custom_post_pass`, after a
+pass the user had installed there, as a `CustomGraphPass` whose `uuid()` covers this package's pass sources and
+its options, so the FX graph cache stays on and never serves a graph built with other options.
+
+What is replaced, and what is left to Inductor (the reason is in `report()` and the `inductor_rmsnorm` log):
+- a size or dtype mix with no kernel: left alone with `on_unsupported="fallback"` (the default), left alone
+  with one warning per size with `"warn"`, compilation stops with `"error"`;
+- a norm whose intermediate is used elsewhere (training: `rsqrt` saved for backward): the pattern does not
+  match, and the graph stays as it was;
+- with `policy="auto"` (the default), a norm Inductor would fuse with its neighbours, where our kernel alone
+  would make the program slower: one whose input comes from a pointwise op or an embedding lookup (the residual
+  add: Inductor computes add and norm in one kernel) or whose output feeds a pointwise op (rotary embedding
+  after a q/k norm). `policy="always"` replaces these too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from torch._inductor import config as inductor_config
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch._inductor.pattern_matcher import Match, PatternMatcherPass
+
+from . import dispatch, patterns
+
+logger = logging.getLogger("inductor_rmsnorm")
+
+ON_UNSUPPORTED = ("fallback", "warn", "error")
+POLICIES = ("auto", "always")
+
+_aten = torch.ops.aten
+# Ops that only re-view their input: the pass looks through them to find a norm's real producer and consumers.
+_VIEWS = {
+    _aten.view.default, _aten.reshape.default, _aten._unsafe_view.default, _aten.unsqueeze.default,
+    _aten.squeeze.dim, _aten.permute.default, _aten.transpose.int, _aten.slice.Tensor, _aten.select.int,
+    _aten.expand.default, _aten.clone.default,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One RMSNorm subgraph the pass saw."""
+
+    node: str  # the subgraph's last node in the post-grad graph
+    search: str  # which search matched (see patterns.SEARCHES)
+    hidden_size: int | None
+    dtype: str
+    weight_dtype: str | None
+    kernel: str | None  # "warp" / "cta" when replaced
+    reason: str | None  # why it was left alone; None when replaced
+
+    @property
+    def replaced(self) -> bool:
+        return self.reason is None
+
+
+class Report(list):
+    """The candidates of the compiles since the last `report(clear=True)`."""
+
+    @property
+    def replaced(self) -> list[Candidate]:
+        return [c for c in self if c.replaced]
+
+    @property
+    def left_alone(self) -> list[Candidate]:
+        return [c for c in self if not c.replaced]
+
+    def __str__(self) -> str:
+        lines = [f"inductor_rmsnorm: {len(self.replaced)} replaced, {len(self.left_alone)} left alone"]
+        for c in self:
+            what = f"{c.search} hidden={c.hidden_size} {c.dtype}" + (f" weight {c.weight_dtype}" if c.weight_dtype else "")
+            lines.append(f"  {c.node}: {what}: " + (f"replaced ({c.kernel} kernel)" if c.replaced else f"left alone: {c.reason}"))
+        return "\n".join(lines)
+
+
+_report = Report()
+_warned_sizes: set[tuple] = set()
+
+
+def report(clear: bool = False) -> Report:
+    """What the pass did in the compiles since the last clear: every replaced subgraph and every candidate left
+    alone, with the reason. A compile served from Inductor's FX graph cache runs no pass and adds nothing."""
+    result = Report(_report)
+    if clear:
+        _report.clear()
+    return result
+
+
+def _producer(node: torch.fx.Node) -> torch.fx.Node:
+    while node.op == "call_function" and node.target in _VIEWS:
+        node = node.args[0]
+    return node
+
+
+def _consumers(node: torch.fx.Node) -> list[torch.fx.Node]:
+    found = []
+    for user in node.users:
+        found.extend(_consumers(user) if user.op == "call_function" and user.target in _VIEWS else [user])
+    return found
+
+
+def _fuses_with_inductor(node: torch.fx.Node) -> bool:
+    """Whether Inductor would put `node` in the same kernel as a norm beside it (pointwise ops, embeddings)."""
+    target = node.target
+    return node.op == "call_function" and isinstance(target, torch._ops.OpOverload) and (
+        torch.Tag.pointwise in target.tags or target is _aten.embedding.default
+    )
+
+
+def _cost_reason(x: torch.fx.Node, output: torch.fx.Node) -> str | None:
+    producer = _producer(x)
+    if _fuses_with_inductor(producer):
+        return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
+    fused_consumers = sorted({str(c.target) for c in _consumers(output) if _fuses_with_inductor(c)})
+    if fused_consumers:
+        return f"its output feeds {', '.join(fused_consumers)}, which Inductor fuses with the norm"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    on_unsupported: str
+    policy: str
+
+
+class RMSNormPass(CustomGraphPass):
+    """The post-grad pass. `previous` (a pass the user had installed) runs first."""
+
+    _patterns: PatternMatcherPass | None = None  # registered once per process, on first use
+
+    def __init__(self, on_unsupported: str = "fallback", policy: str = "auto", previous=None):
+        if on_unsupported not in ON_UNSUPPORTED:
+            raise ValueError(f"on_unsupported={on_unsupported!r} is not one of {ON_UNSUPPORTED}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy={policy!r} is not one of {POLICIES}")
+        self.options = _Options(on_unsupported, policy)
+        self.previous = previous
+        self._declined: set[torch.fx.Node] = set()
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        if self.previous is not None:
+            self.previous(graph)
+        if RMSNormPass._patterns is None:
+            RMSNormPass._patterns = PatternMatcherPass(pass_name="inductor_rmsnorm")
+            patterns.register(RMSNormPass._patterns, _decide)
+        self._declined = set()
+        global _active
+        _active = self
+        try:
+            RMSNormPass._patterns.apply(graph)
+        finally:
+            _active = None
+        self._report_unmatched(graph)
+
+    def uuid(self) -> bytes | None:
+        previous = self.previous
+        if previous is not None and not isinstance(previous, CustomGraphPass):
+            return None  # a plain function cannot be hashed: Inductor then bypasses its cache, as it would anyway
+        here = Path(__file__).parent
+        sources = tuple(str(here / name) for name in ("inductor_pass.py", "patterns.py", "dispatch.py", "ops.py"))
+        extra = f"{self.options}|{None if previous is None else previous.uuid()}"
+        return get_hash_for_files(sources, extra)
+
+    # ------------------------------------------------------------------------------------------ decisions
+    def decide(self, match: Match, search: patterns.Search) -> bool:
+        """Accept (replace) or decline one match, recording why."""
+        x, weight, output = match.kwargs["x"], match.kwargs.get("weight"), match.output_node()
+        if output in self._declined:  # the unweighted part of a weighted norm declined a moment ago
+            self._declined.update(match.nodes)
+            return False
+        x_value = x.meta["val"]
+        weight_value = None if weight is None else weight.meta["val"]
+        hidden = x_value.shape[-1]
+        reason = self._unsupported_reason(hidden, x_value, weight_value)
+        candidate = functools.partial(
+            Candidate, output.name, search.name, hidden if isinstance(hidden, int) else None, _dtype_name(x_value),
+            None if weight_value is None else _dtype_name(weight_value),
+        )
+        if reason is not None:
+            self._on_unsupported(output, reason, candidate(None, reason))
+        elif self.options.policy == "auto":
+            reason = _cost_reason(x, output)
+        if reason is not None:
+            self._declined.update(match.nodes)
+            self._record(candidate(None, reason))
+            return False
+        self._record(candidate(dispatch.kernel_for(hidden, x_value.dtype), None))
+        return True
+
+    @staticmethod
+    def _unsupported_reason(hidden, x_value, weight_value) -> str | None:
+        if not isinstance(hidden, int):
+            return f"the hidden size is symbolic ({hidden}); kernels are built per size"
+        reason = dispatch.unsupported_reason(hidden, x_value.dtype, None if weight_value is None else weight_value.dtype)
+        if reason is None and weight_value is not None and tuple(weight_value.shape) != (hidden,):
+            reason = f"the weight has shape {list(weight_value.shape)}, not [{hidden}]"
+        if reason is None and hidden > 1 and x_value.stride(-1) != 1:
+            reason = f"the input's last dimension is not contiguous (stride {x_value.stride(-1)})"
+        return reason
+
+    def _on_unsupported(self, output: torch.fx.Node, reason: str, candidate: Candidate) -> None:
+        mode = self.options.on_unsupported
+        if mode == "error":
+            raise RuntimeError(
+                f"inductor_rmsnorm: the RMSNorm at node {output.name} cannot be replaced: {reason} "
+                "(on_unsupported='error'; 'fallback' leaves it to Inductor)"
+            )
+        size = (candidate.hidden_size, candidate.dtype, candidate.weight_dtype)
+        if mode == "warn" and size not in _warned_sizes:
+            _warned_sizes.add(size)
+            logger.warning("inductor_rmsnorm: the RMSNorm at node %s is left to Inductor: %s", output.name, reason)
+
+    def _record(self, candidate: Candidate) -> None:
+        _report.append(candidate)
+        if candidate.replaced:
+            logger.info("replaced %s (%s, hidden %s, %s) with the %s kernel", candidate.node, candidate.search,
+                        candidate.hidden_size, candidate.dtype, candidate.kernel)
+        else:
+            logger.info("left %s (%s, hidden %s, %s) alone: %s", candidate.node, candidate.search,
+                        candidate.hidden_size, candidate.dtype, candidate.reason)
+
+    def _report_unmatched(self, graph: torch.fx.Graph) -> None:
+        """Norms no pattern matched because an intermediate has users outside them (saved for backward)."""
+        for node in graph.nodes:
+            if node.target is not _aten.rsqrt.default or node in self._declined or len(node.users) < 2:
+                continue
+            variance = node.args[0]
+            if not (variance.op == "call_function" and variance.target in (_aten.add.Tensor, _aten.add.Scalar)
+                    and getattr(variance.args[0], "target", None) is _aten.mean.dim):
+                continue  # an rsqrt that is not an RMSNorm's
+            self._record(Candidate(
+                node.name, "unmatched", None, _dtype_name(node.meta["val"]), None, None,
+                "an intermediate (rsqrt) is used outside the norm, e.g. saved for backward",
+            ))
+
+
+def _dtype_name(value: torch.Tensor) -> str:
+    return str(value.dtype).removeprefix("torch.")
+
+
+_active: RMSNormPass | None = None
+
+
+def _decide(match: Match, search: patterns.Search) -> bool:
+    return _active.decide(match, search)
+
+
+# ------------------------------------------------------------------------------------------------ installation
+def _without_ours(installed):
+    """The user's own pass beneath ours, if ours is installed."""
+    return installed.previous if isinstance(installed, RMSNormPass) else installed
+
+
+def enable(*, on_unsupported: str = "fallback", policy: str = "auto") -> None:
+    """Install the pass for every later `torch.compile` (keeping, and running first, a pass already installed)."""
+    installed = inductor_config.post_grad_custom_post_pass
+    inductor_config.post_grad_custom_post_pass = RMSNormPass(on_unsupported, policy, _without_ours(installed))
+
+
+def disable() -> None:
+    """Remove the pass, putting back the pass it had found installed."""
+    inductor_config.post_grad_custom_post_pass = _without_ours(inductor_config.post_grad_custom_post_pass)
+
+
+@contextlib.contextmanager
+def enabled(*, on_unsupported: str = "fallback", policy: str = "auto"):
+    """`with enabled(): ...` compiles inside with the pass, and restores what was installed before."""
+    saved = inductor_config.post_grad_custom_post_pass
+    enable(on_unsupported=on_unsupported, policy=policy)
+    try:
+        yield
+    finally:
+        inductor_config.post_grad_custom_post_pass = saved
+
+
+def compile_options(*, on_unsupported: str = "fallback", policy: str = "auto") -> dict:
+    """Options for `torch.compile(model, options=...)` that run the pass in that compile only."""
+    installed = inductor_config.post_grad_custom_post_pass
+    return {"post_grad_custom_post_pass": RMSNormPass(on_unsupported, policy, _without_ours(installed))}
