@@ -180,6 +180,9 @@ class RMSNormPass(CustomGraphPass):
         weight_value = None if weight is None else weight.meta["val"]
         hidden = x_value.shape[-1]
         reason = self._unsupported_reason(hidden, x_value, weight_value)
+        if reason is None and isinstance(match.kwargs["eps"], torch.fx.Node):
+            reason = ("eps is a graph input (torch.compile(dynamic=True) makes float attributes inputs); the op "
+                      "takes a constant eps")
         candidate = functools.partial(
             Candidate, output.name, search.name, hidden if isinstance(hidden, int) else None, _dtype_name(x_value),
             None if weight_value is None else _dtype_name(weight_value),

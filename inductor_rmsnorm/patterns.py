@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -106,6 +107,13 @@ def _trace(function: Callable, example_inputs, **options) -> torch.fx.GraphModul
 
 def register(pass_dict: PatternMatcherPass, decide: Callable[[Match, Search], bool]) -> None:
     """Register every search x dtype family into `pass_dict`; `decide(match, search)` accepts or declines each."""
+    with warnings.catch_warnings():
+        # tracing F.rms_norm with a float32 weight beside bf16 activations warns that eager can't fuse it
+        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+        _register_all(pass_dict, decide)
+
+
+def _register_all(pass_dict: PatternMatcherPass, decide: Callable[[Match, Search], bool]) -> None:
     for search in SEARCHES:
         families = _DTYPE_FAMILIES if search.has_weight else dict.fromkeys(x for x, _ in _DTYPE_FAMILIES)
         for family in families:

@@ -1,0 +1,303 @@
+"""The Inductor pass on the CPU: post-pass graphs (expecttest), match counts, numerics against Inductor without
+the pass, batch sizes, unsupported sizes, training graphs, the cost policy, installation and the cache key."""
+
+import logging
+
+import expecttest
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._inductor import config as inductor_config
+
+import inductor_rmsnorm
+from inductor_rmsnorm.inductor_pass import RMSNormPass
+from inductor_rmsnorm.numerics import ulp_difference
+from modules import GemmaRMSNorm, LlamaRMSNorm
+
+SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def format_graph(graph: torch.fx.Graph) -> str:
+    """A post-grad graph in a form stable across torch versions: inputs named by dtype and shape, nodes numbered."""
+    names, lines = {}, []
+
+    def show(value):
+        if isinstance(value, torch.fx.Node):
+            return names[value]
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else repr(value)
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            value = node.meta["val"]
+            names[node] = f"{SHORT_DTYPES[value.dtype]}{list(value.shape)}"
+        elif node.op == "call_function":
+            names[node] = f"v{len(lines)}"
+            lines.append(f"{names[node]} = {node.target}({', '.join(show(a) for a in node.args)})")
+        elif node.op == "output":
+            lines.append(f"return {show(node.args[0])}")
+    return "\n".join(lines)
+
+
+class RecordingPass(RMSNormPass):
+    """The pass, keeping the graph it leaves for the test to read."""
+
+    def __call__(self, graph):
+        super().__call__(graph)
+        self.graph_after = format_graph(graph)
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiles(monkeypatch):
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # every compile must run the pass
+    monkeypatch.setattr(inductor_config, "post_grad_custom_post_pass", None)
+    torch._dynamo.reset()
+    inductor_rmsnorm.report(clear=True)
+    yield
+    torch._dynamo.reset()
+
+
+def compile_with(module, x, **options):
+    """Compile `module` with a recording pass; returns (output, the pass)."""
+    recorder = RecordingPass(**options)
+    with torch.no_grad():
+        output = torch.compile(module, options={"post_grad_custom_post_pass": recorder})(x)
+    torch._dynamo.reset()
+    return output, recorder
+
+
+def compiled_without_pass(module, x):
+    with torch.no_grad():
+        output = torch.compile(module)(x)
+    torch._dynamo.reset()
+    return output
+
+
+def randomised(module, dtype=None):
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5 + 1.0)
+    return module if dtype is None else module.to(dtype)
+
+
+class TestGraphs(expecttest.TestCase):
+    def check(self, module, x, expected_graph, **options):
+        output, recorder = compile_with(module, x, policy="always", **options)
+        self.assertExpectedInline(recorder.graph_after, expected_graph, skip=1)
+        reference = compiled_without_pass(module, x)
+        self.assertEqual(output.dtype, reference.dtype)
+        difference = ulp_difference(output, reference)
+        # 16-bit outputs: the 1-ulp bar; float32 outputs show the reduction order: a few ulps
+        ok = difference.max_ulps <= 8 if output.dtype == torch.float32 else difference.within()
+        self.assertTrue(ok, difference)
+
+    def test_hf_llama_bf16(self):
+        self.check(randomised(LlamaRMSNorm(256, eps=1e-5), torch.bfloat16), torch.randn(2, 3, 256, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[2, 3, 256], bf16[256], 1e-05, 'llama_single_rounding')
+return [v0]""")
+
+    def test_hf_llama_float32_weight_keeps_the_promoted_output(self):
+        self.check(randomised(LlamaRMSNorm(512)), torch.randn(4, 512, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[4, 512], fp32[512], 1e-06, 'llama_single_rounding')
+return [v0]""")
+
+    def test_hf_llama_with_emulated_precision_casts_rounds_twice(self):
+        with inductor_config.patch(emulate_precision_casts=True):
+            self.check(randomised(LlamaRMSNorm(256), torch.float16), torch.randn(5, 256, dtype=torch.float16), """\
+v0 = inductor_rmsnorm.rms_norm.default(fp16[5, 256], fp16[256], 1e-06, 'llama')
+return [v0]""")
+
+    def test_nn_rmsnorm_bf16(self):
+        self.check(randomised(torch.nn.RMSNorm(1024, eps=1e-6), torch.bfloat16), torch.randn(7, 1024, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[7, 1024], bf16[1024], 9.999999974752427e-07, 'torch')
+return [v0]""")
+
+    def test_gemma_bf16(self):
+        module = randomised(GemmaRMSNorm(512), torch.bfloat16)
+        self.check(module, torch.randn(2, 2, 2, 512, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[2, 2, 2, 512], bf16[512], 1e-06, 'gemma')
+return [v0]""")
+
+    def test_no_weight_float32(self):
+        self.check(torch.nn.RMSNorm(768, eps=1e-5, elementwise_affine=False), torch.randn(3, 768), """\
+v0 = inductor_rmsnorm.rms_norm.default(fp32[3, 768], None, 9.999999747378752e-06, 'torch')
+return [v0]""")
+
+    def test_per_head_qk_norm_on_a_projection(self):
+        class Attention(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.q_proj = torch.nn.Linear(512, 512, bias=False)
+                self.q_norm = LlamaRMSNorm(128)
+
+            def forward(self, x):
+                q = self.q_norm(self.q_proj(x).view(*x.shape[:-1], 4, 128))
+                return q @ q.transpose(-1, -2)
+
+        module = randomised(Attention(), torch.bfloat16)
+        output, recorder = compile_with(module, torch.randn(2, 5, 512, dtype=torch.bfloat16), policy="auto")
+        self.assertIn("inductor_rmsnorm.rms_norm.default(v4, bf16[128], 1e-06, 'llama_single_rounding')",
+                      recorder.graph_after)
+        (candidate,) = inductor_rmsnorm.report()
+        self.assertEqual((candidate.kernel, candidate.hidden_size), ("warp", 128))
+
+
+def test_exact_match_counts_in_a_stack_of_norms():
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norms = torch.nn.ModuleList([LlamaRMSNorm(256), torch.nn.RMSNorm(256), GemmaRMSNorm(256)])
+            self.projections = torch.nn.ModuleList([torch.nn.Linear(256, 256) for _ in range(3)])
+
+        def forward(self, x):
+            for norm, projection in zip(self.norms, self.projections):
+                x = projection(norm(x))
+            return x
+
+    module = randomised(Stack(), torch.bfloat16)
+    x = torch.randn(4, 256, dtype=torch.bfloat16)
+    output, recorder = compile_with(module, x, policy="auto")
+    assert recorder.graph_after.count("inductor_rmsnorm.rms_norm.default") == 3
+    assert [c.search for c in inductor_rmsnorm.report().replaced] == ["gemma", "torch", "hf_llama"]
+    assert ulp_difference(output, compiled_without_pass(module, x)).max_ulps <= 2  # through the linears
+
+
+def test_one_compile_serves_several_batch_sizes():
+    module = randomised(LlamaRMSNorm(512), torch.bfloat16)
+    counter = CompileCounterWithBackend("inductor")
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        compiled = torch.compile(module, backend=counter)
+        for tokens in (3, 17, 64):
+            x = torch.randn(tokens, 512, dtype=torch.bfloat16)
+            torch._dynamo.mark_dynamic(x, 0)
+            assert ulp_difference(compiled(x), compiled_reference(module, x)).within()
+    assert counter.frame_count == 1
+    assert len(inductor_rmsnorm.report().replaced) == 1
+
+
+def test_dynamic_true_makes_eps_an_input_and_the_norm_is_left_alone():
+    # torch.compile(dynamic=True) turns float attributes into graph inputs; the op takes eps as a constant.
+    module = randomised(LlamaRMSNorm(512), torch.bfloat16)
+    x = torch.randn(6, 512, dtype=torch.bfloat16)
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        output = torch.compile(module, dynamic=True)(x)
+    (candidate,) = inductor_rmsnorm.report()
+    assert candidate.reason.startswith("eps is a graph input")
+    assert ulp_difference(output, compiled_reference(module, x)).within()
+
+
+def compiled_reference(module, x):
+    return inductor_rmsnorm.ops.rms_norm(x, module.weight, module.variance_epsilon, "llama_single_rounding")
+
+
+def test_unsupported_size_is_left_to_inductor_by_default():
+    module = randomised(LlamaRMSNorm(2880), torch.bfloat16)
+    x = torch.randn(3, 2880, dtype=torch.bfloat16)
+    output, recorder = compile_with(module, x)
+    assert "inductor_rmsnorm" not in recorder.graph_after
+    (candidate,) = inductor_rmsnorm.report()
+    assert candidate.reason.startswith("hidden size 2880 has no kernel")
+    torch.testing.assert_close(output, compiled_without_pass(module, x), rtol=0, atol=0)
+
+
+def test_unsupported_size_raises_in_error_mode():
+    module = randomised(LlamaRMSNorm(2880), torch.bfloat16)
+    with pytest.raises(Exception, match=r"RMSNorm at node \w+ cannot be replaced: hidden size 2880 has no kernel; "
+                                        r"supported hidden sizes: 64, 128, 256"):
+        compile_with(module, torch.randn(3, 2880, dtype=torch.bfloat16), on_unsupported="error")
+
+
+def test_warn_mode_warns_once_per_size(caplog):
+    module = randomised(LlamaRMSNorm(96), torch.float16)
+    with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
+        for tokens in (2, 3):
+            compile_with(module, torch.randn(tokens, 96, dtype=torch.float16), on_unsupported="warn")
+    warnings = [r for r in caplog.records if "hidden size 96" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(inductor_rmsnorm.report().left_alone) == 2
+
+
+def test_training_graph_is_left_alone_and_gradients_match_eager():
+    module = randomised(LlamaRMSNorm(256))
+    x = torch.randn(4, 256, requires_grad=True)
+    recorder = RecordingPass(policy="always")
+    compiled = torch.compile(module, options={"post_grad_custom_post_pass": recorder})
+    compiled(x).sum().backward()
+    grads = (x.grad.clone(), module.weight.grad.clone())
+    x.grad, module.weight.grad = None, None
+    module(x).sum().backward()
+    torch.testing.assert_close(grads[0], x.grad)
+    torch.testing.assert_close(grads[1], module.weight.grad)
+    assert "inductor_rmsnorm" not in recorder.graph_after
+    (candidate,) = inductor_rmsnorm.report()
+    assert "saved for backward" in candidate.reason
+
+
+def test_auto_policy_leaves_a_norm_after_a_residual_add():
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = LlamaRMSNorm(512)
+
+        def forward(self, x, residual):
+            return self.norm(x + residual)
+
+    module = randomised(Residual(), torch.bfloat16)
+    x, residual = (torch.randn(4, 512, dtype=torch.bfloat16) for _ in range(2))
+    with torch.no_grad():
+        torch.compile(module, options=inductor_rmsnorm.compile_options())(x, residual)
+        torch._dynamo.reset()
+        (candidate,) = inductor_rmsnorm.report(clear=True)
+        assert candidate.reason == "its input comes from aten.add.Tensor, which Inductor fuses into its own norm kernel"
+        torch.compile(module, options=inductor_rmsnorm.compile_options(policy="always"))(x, residual)
+    assert inductor_rmsnorm.report()[0].replaced
+
+
+def test_uuid_follows_the_options():
+    assert RMSNormPass().uuid() == RMSNormPass().uuid()
+    assert RMSNormPass(policy="always").uuid() != RMSNormPass().uuid()
+    assert RMSNormPass(on_unsupported="error").uuid() != RMSNormPass().uuid()
+    assert RMSNormPass(previous=lambda graph: None).uuid() is None  # a plain function: the cache is bypassed
+    with pytest.raises(ValueError, match="policy='sometimes'"):
+        RMSNormPass(policy="sometimes")
+
+
+class CountingPass(torch._inductor.custom_graph_pass.CustomGraphPass):
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, graph):
+        self.calls += 1
+
+    def uuid(self):
+        return b"counting"
+
+
+def test_a_user_pass_still_runs_and_enable_disable_restore_it():
+    user_pass = CountingPass()
+    inductor_config.post_grad_custom_post_pass = user_pass
+    inductor_rmsnorm.enable(policy="always")
+    installed = inductor_config.post_grad_custom_post_pass
+    assert isinstance(installed, RMSNormPass) and installed.previous is user_pass
+    assert installed.uuid() != RMSNormPass(policy="always").uuid()  # the user's pass is part of the key
+    with torch.no_grad():
+        torch.compile(randomised(LlamaRMSNorm(256)))(torch.randn(2, 256))
+    assert user_pass.calls == 1 and len(inductor_rmsnorm.report().replaced) == 1
+    inductor_rmsnorm.enable()  # enabling again replaces ours, keeps the user's
+    assert inductor_config.post_grad_custom_post_pass.previous is user_pass
+    inductor_rmsnorm.disable()
+    assert inductor_config.post_grad_custom_post_pass is user_pass
+    with inductor_rmsnorm.enabled():
+        assert isinstance(inductor_config.post_grad_custom_post_pass, RMSNormPass)
+    assert inductor_config.post_grad_custom_post_pass is user_pass
+
+
+def test_report_prints_what_happened():
+    compile_with(randomised(LlamaRMSNorm(256), torch.bfloat16), torch.randn(2, 256, dtype=torch.bfloat16),
+                 policy="always")
+    compile_with(randomised(LlamaRMSNorm(2880), torch.bfloat16), torch.randn(2, 2880, dtype=torch.bfloat16))
+    text = str(inductor_rmsnorm.report())
+    assert text.splitlines()[0] == "inductor_rmsnorm: 1 replaced, 1 left alone"
+    assert "hf_llama hidden=256 bfloat16 weight bfloat16: replaced (warp kernel)" in text
+    assert "hidden=2880 bfloat16 weight bfloat16: left alone: hidden size 2880 has no kernel" in text
