@@ -101,7 +101,8 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     multiply can stretch that to 2 ulps of the output (or, with a float32 weight, to a bf16 ulp of a float32
     output). Such an element passes only if it is within 1 ulp of the eager formula evaluated with h rounded
     to that adjacent value; they must stay rare (at most 0.1 % of elements).
-    float32 outputs with 32-bit activations: within `float32_max_ulps` (reduction order).
+    float32 outputs (but the Llama formulation's from 16-bit activations, exact up to those flips): within
+    `float32_max_ulps` (reduction order).
     """
     if actual.dtype != expected.dtype:
         return f"dtype {actual.dtype}, expected {expected.dtype}"
@@ -109,7 +110,7 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     if distance.numel() == 0:
         return None
     different = float((distance != 0).double().mean())
-    if x.dtype == torch.float32:
+    if actual.dtype == torch.float32 and (x.dtype == torch.float32 or formulation != "llama"):
         worst = int(distance.max())
         return None if worst <= float32_max_ulps else f"{worst} ulps (float32 bar {float32_max_ulps})"
     far = distance > 1

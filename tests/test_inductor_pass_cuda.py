@@ -1,0 +1,68 @@
+"""The Inductor pass on a GPU: the generated code calls the op, outputs stay within the bar of Inductor's own
+code, and a `reduce-overhead` (CUDA graph) compile replays correctly."""
+
+import pytest
+import torch
+from torch._inductor.utils import run_and_get_code
+
+import inductor_rmsnorm
+from modules import GemmaRMSNorm, LlamaRMSNorm, check_against_eager
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiles(monkeypatch):
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
+    torch._dynamo.reset()
+    inductor_rmsnorm.report(clear=True)
+    yield
+    torch._dynamo.reset()
+
+
+def randomised(module, dtype):
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5 + 1.0)
+    return module.to(device="cuda", dtype=dtype)
+
+
+CASES = [
+    ("llama", lambda: LlamaRMSNorm(4096), torch.bfloat16, torch.bfloat16),
+    ("llama mixed", lambda: LlamaRMSNorm(4096), torch.float32, torch.bfloat16),
+    ("torch", lambda: torch.nn.RMSNorm(2048, eps=1e-5), torch.float16, torch.float16),
+    ("gemma", lambda: GemmaRMSNorm(8192), torch.bfloat16, torch.bfloat16),
+    ("head norm", lambda: LlamaRMSNorm(128), torch.bfloat16, torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize("name, make, weight_dtype, x_dtype", CASES, ids=[c[0] for c in CASES])
+def test_generated_code_calls_the_op_and_matches_inductor(name, make, weight_dtype, x_dtype):
+    module = randomised(make(), weight_dtype)
+    hidden = module.weight.shape[0]
+    x = torch.randn(3, 129, hidden, device="cuda", dtype=x_dtype)
+    with torch.no_grad():
+        reference = torch.compile(module)(x)
+        torch._dynamo.reset()
+        output, code = run_and_get_code(
+            torch.compile(module, options=inductor_rmsnorm.compile_options(policy="always")), x
+        )
+    assert "torch.ops.inductor_rmsnorm.rms_norm.default(" in "\n".join(code)
+    assert len(inductor_rmsnorm.report().replaced) == 1
+    # Inductor's own code is the reference: the Llama bar allows its first-rounding flips only with
+    # emulate_precision_casts, which is off here, so the plain 1-ulp bar applies.
+    formulation = "torch" if name != "gemma" else "gemma"
+    problem = check_against_eager(output, reference, x, module.weight, 1e-6, formulation)
+    assert problem is None, problem
+
+
+def test_reduce_overhead_compile_replays():
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        compiled = torch.compile(module, mode="reduce-overhead")
+        for _ in range(4):  # the first calls record, the later ones replay the CUDA graph
+            x = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16)
+            output = compiled(x).clone()
+            expected = inductor_rmsnorm.ops.rms_norm(x, module.weight, 1e-6, "llama_single_rounding")
+            torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    assert inductor_rmsnorm.report().replaced
