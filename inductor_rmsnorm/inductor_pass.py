@@ -249,6 +249,8 @@ def _dtype_name(value: torch.Tensor) -> str:
     return str(value.dtype).removeprefix("torch.")
 
 
+# The patterns are registered once per process with one check function, while each pass carries its own
+# options: the pass that is applying them is the one that decides. (Inductor compiles a graph on one thread.)
 _active: RMSNormPass | None = None
 
 
