@@ -1,25 +1,38 @@
 // One JIT instance: the C entry points for one kernel, chosen by macros (nvcc splits a -D value at commas,
 // so the template key comes in pieces), e.g.
 //   -DKERNEL_CLASS=CtaRmsNorm -DHIDDEN=4096 -DINPUT_T=__nv_bfloat16 -DWEIGHT_T=__nv_bfloat16
-//   -DOUTPUT_T=__nv_bfloat16 -DFORMULATION=kLlama
+//   -DOUTPUT_T=__nv_bfloat16 -DFORMULATION=kLlama -DFUSED_ADD=0
 // Python loads the shared library with ctypes; no torch headers, so a build takes seconds.
 #include "rmsnorm.cuh"
 
 #if !defined(KERNEL_CLASS) || !defined(HIDDEN) || !defined(INPUT_T) || !defined(WEIGHT_T) || \
-    !defined(OUTPUT_T) || !defined(FORMULATION)
-#error "define KERNEL_CLASS, HIDDEN, INPUT_T, WEIGHT_T, OUTPUT_T and FORMULATION for this instance"
+    !defined(OUTPUT_T) || !defined(FORMULATION) || !defined(FUSED_ADD)
+#error "define KERNEL_CLASS, HIDDEN, INPUT_T, WEIGHT_T, OUTPUT_T, FORMULATION and FUSED_ADD for this instance"
 #endif
 
 namespace irn = inductor_rmsnorm;
 using NoWeight = irn::NoWeight;
-using Kernel = irn::KERNEL_CLASS<HIDDEN, INPUT_T, WEIGHT_T, OUTPUT_T, irn::Formulation::FORMULATION>;
+using Kernel = irn::KERNEL_CLASS<HIDDEN, INPUT_T, WEIGHT_T, OUTPUT_T, irn::Formulation::FORMULATION, FUSED_ADD != 0>;
 
+#if FUSED_ADD
+// y = norm(x + residual) into out, and x + residual into residual_out.
+extern "C" int inductor_rmsnorm_launch_fused_add(void* out, void* residual_out, const void* x, const void* residual,
+                                                 const void* weight, int64_t rows, int64_t x_row_stride,
+                                                 int64_t residual_row_stride, int64_t out_row_stride,
+                                                 int64_t residual_out_row_stride, float eps, void* stream,
+                                                 int device) {
+  const irn::FusedAddParams params{{out, x, weight, rows, x_row_stride, out_row_stride, eps},
+                                   residual, residual_out, residual_row_stride, residual_out_row_stride};
+  return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
+}
+#else
 extern "C" int inductor_rmsnorm_launch(void* out, const void* x, const void* weight, int64_t rows,
                                        int64_t x_row_stride, int64_t out_row_stride, float eps, void* stream,
                                        int device) {
   const irn::Params params{out, x, weight, rows, x_row_stride, out_row_stride, eps};
   return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
 }
+#endif
 
 extern "C" const char* inductor_rmsnorm_error_string(int code) {
   return cudaGetErrorString(static_cast<cudaError_t>(code));

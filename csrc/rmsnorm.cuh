@@ -1,6 +1,7 @@
 // RMSNorm kernels. Framework-free CUDA C++: plain nvcc compiles this header, and nothing here knows torch.
 //
-// Each kernel class is a struct templated on its key (hidden size, input/weight/output types, formulation).
+// Each kernel class is a struct templated on its key (hidden size, input/weight/output types, formulation, and
+// whether a residual is added first).
 // The struct's constants are the single source of truth for the launch shape; `run()` launches it.
 //
 // Shared by every kernel:
@@ -39,6 +40,15 @@ struct Params {
   int64_t x_row_stride;    // elements
   int64_t out_row_stride;  // elements
   float eps;
+};
+
+// The fused residual-add variant's extra operands: s = x + residual (rounded to the input type, as eager adds
+// two tensors of it) is written to residual_out and is what gets normalised.
+struct FusedAddParams : Params {
+  const void* residual;
+  void* residual_out;
+  int64_t residual_row_stride;      // elements
+  int64_t residual_out_row_stride;  // elements
 };
 
 namespace detail {
@@ -111,6 +121,16 @@ struct Normalize {
   }
 };
 
+// Which input matrix a row load reads.
+enum class Operand { kX, kResidual };
+
+// v <- T(v + r) elementwise, computed in fp32 and rounded once, as eager torch adds two tensors of type T.
+template <typename T, int N>
+__device__ __forceinline__ void add_into(Vec<T, N>& v, const Vec<T, N>& r) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) v.v[j] = from_float<T>(to_float(v.v[j]) + to_float(r.v[j]));
+}
+
 // Adds the squares of a vector's elements to `sum`, in element order, in fp32.
 template <typename T, int N>
 __device__ __forceinline__ void add_squares(float& sum, const Vec<T, N>& v) {
@@ -155,7 +175,7 @@ constexpr int kMaxDevices = 64;
 // ---------------------------------------------------------------------------------------------------------
 // Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64),
 // so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F>
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
@@ -174,8 +194,9 @@ struct WarpRmsNorm {
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
   using InVec = detail::Vec<TIn, kVec>;
   using WVec = detail::WeightVec<TW, kVec>;
+  using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
 
-  __device__ static void body(const Params& p) {
+  __device__ static void body(const KernelParams& p) {
     const int group = threadIdx.x % 32 / kLanesPerRow;  // which row of the warp's rows
     const int warp = threadIdx.x / 32;
 
@@ -188,14 +209,19 @@ struct WarpRmsNorm {
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
-    load_row(v, p, first + group);
+    InVec r[kFusedAdd ? kVecsPerLane : 1];  // the residual row (fused-add variant only)
+    load_row<detail::Operand::kX>(v, p, first + group);
+    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
       // Prefetch this lane's next row, so its loads are in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
-      load_row(next, p, row + row_step);
+      InVec next_r[kFusedAdd ? kVecsPerLane : 1];
+      load_row<detail::Operand::kX>(next, p, row + row_step);
+      if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(next_r, p, row + row_step);
       float sum_sq = 0.f;
       if (row < p.rows) {
+        if constexpr (kFusedAdd) add_residual(v, r, p, row);
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(sum_sq, v[i]);
       }
@@ -208,17 +234,35 @@ struct WarpRmsNorm {
       }
 #pragma unroll
       for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
+      if constexpr (kFusedAdd) {
+#pragma unroll
+        for (int i = 0; i < kVecsPerLane; ++i) r[i] = next_r[i];
+      }
     }
   }
 
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
 
-  // Loads `row` (this lane's part of it) if it exists.
-  __device__ static void load_row(InVec (&v)[kVecsPerLane], const Params& p, int64_t row) {
+  // Loads `row` of an operand (x, or the fused-add variant's residual) if the row exists.
+  template <detail::Operand kOperand, int N>
+  __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
     if (row >= p.rows) return;
-    const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+    const TIn* x;
+    if constexpr (kOperand == detail::Operand::kX) x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+    else x = static_cast<const TIn*>(p.residual) + row * p.residual_row_stride;
 #pragma unroll
     for (int i = 0; i < kVecsPerLane; ++i) v[i].load(x + column(i));
+  }
+
+  // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
+  __device__ static void add_residual(InVec (&v)[kVecsPerLane], const InVec (&r)[kVecsPerLane],
+                                      const FusedAddParams& p, int64_t row) {
+    TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+#pragma unroll
+    for (int i = 0; i < kVecsPerLane; ++i) {
+      detail::add_into(v[i], r[i]);
+      v[i].store(s + column(i));
+    }
   }
 
   static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
@@ -226,14 +270,15 @@ struct WarpRmsNorm {
 
 // ---------------------------------------------------------------------------------------------------------
 // CTA kernel: one thread block normalises one row; each thread holds up to kVecsPerThread vectors of it.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F>
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
 #ifndef INDUCTOR_RMSNORM_CTA_MAX_THREADS
 #define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/PERFORMANCE.md); scripts/tune_kernels.py
 #endif
-  static constexpr int kMaxThreads = INDUCTOR_RMSNORM_CTA_MAX_THREADS;
+  // The fused-add variant holds two rows (x and residual) per thread: twice the threads keep registers level.
+  static constexpr int kMaxThreads = (kFusedAdd ? 2 : 1) * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   static constexpr int kVecsPerThread = detail::ceil_div(kVecsPerRow, kMaxThreads);
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
@@ -249,13 +294,14 @@ struct CtaRmsNorm {
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
   using InVec = detail::Vec<TIn, kVec>;
   using WVec = detail::WeightVec<TW, kVec>;
+  using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
 
   __device__ static bool owns(int slot) {
     return !kRagged || int(threadIdx.x) + slot * kThreads < kVecsPerRow;
   }
   __device__ static int column(int slot) { return (int(threadIdx.x) + slot * kThreads) * kVec; }
 
-  __device__ static void body(const Params& p) {
+  __device__ static void body(const KernelParams& p) {
     // Two buffers of per-warp partial sums, alternating by row, so one barrier per row suffices: a warp can
     // only overwrite a buffer after the next row's barrier, which every reader of it has passed.
     __shared__ float partial[2][kWarps];
@@ -269,11 +315,16 @@ struct CtaRmsNorm {
 
     int parity = 0;
     InVec v[kVecsPerThread];
-    load_row(v, p, blockIdx.x);
+    InVec r[kFusedAdd ? kVecsPerThread : 1];  // the residual row (fused-add variant only)
+    load_row<detail::Operand::kX>(v, p, blockIdx.x);
+    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, blockIdx.x);
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
       // Prefetch the block's next row, so its loads are in flight across this row's barrier and stores.
       InVec next[kVecsPerThread];
-      load_row(next, p, row + gridDim.x);
+      InVec next_r[kFusedAdd ? kVecsPerThread : 1];
+      load_row<detail::Operand::kX>(next, p, row + gridDim.x);
+      if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(next_r, p, row + gridDim.x);
+      if constexpr (kFusedAdd) add_residual(v, r, p, row);
       float sum_sq = 0.f;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
@@ -293,16 +344,35 @@ struct CtaRmsNorm {
         if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
+      if constexpr (kFusedAdd) {
+#pragma unroll
+        for (int i = 0; i < kVecsPerThread; ++i) r[i] = next_r[i];
+      }
     }
   }
 
-  // Loads `row` (this thread's part of it) if it exists.
-  __device__ static void load_row(InVec (&v)[kVecsPerThread], const Params& p, int64_t row) {
+  // Loads `row` of an operand (x, or the fused-add variant's residual) if the row exists.
+  template <detail::Operand kOperand, int N>
+  __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
     if (row >= p.rows) return;
-    const TIn* x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+    const TIn* x;
+    if constexpr (kOperand == detail::Operand::kX) x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
+    else x = static_cast<const TIn*>(p.residual) + row * p.residual_row_stride;
 #pragma unroll
     for (int i = 0; i < kVecsPerThread; ++i)
       if (owns(i)) v[i].load(x + column(i));
+  }
+
+  // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
+  __device__ static void add_residual(InVec (&v)[kVecsPerThread], const InVec (&r)[kVecsPerThread],
+                                      const FusedAddParams& p, int64_t row) {
+    TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+#pragma unroll
+    for (int i = 0; i < kVecsPerThread; ++i) {
+      if (!owns(i)) continue;
+      detail::add_into(v[i], r[i]);
+      v[i].store(s + column(i));
+    }
   }
 
   static int64_t blocks_needed(int64_t rows) { return rows; }
@@ -310,13 +380,14 @@ struct CtaRmsNorm {
 
 // ---------------------------------------------------------------------------------------------------------
 template <typename Kernel>
-__global__ void __launch_bounds__(Kernel::kThreads) rms_norm_kernel(const __grid_constant__ Params p) {
+__global__ void __launch_bounds__(Kernel::kThreads)
+    rms_norm_kernel(const __grid_constant__ typename Kernel::KernelParams p) {
   Kernel::body(p);
 }
 
 // Launches `Kernel` on `device` (made current for the call if it is not) and `stream`.
 template <typename Kernel>
-cudaError_t launch(const Params& p, cudaStream_t stream, int device) {
+cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
   static int max_blocks[detail::kMaxDevices] = {};
   if (p.rows == 0) return cudaSuccess;
   if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;

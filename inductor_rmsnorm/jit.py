@@ -71,9 +71,11 @@ class KernelKey:
     input_dtype: torch.dtype
     weight_dtype: torch.dtype | None
     formulation: str
+    fused_add: bool = False  # the variant that adds a residual first and returns the sum too
 
     @staticmethod
-    def create(hidden_size: int, input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str):
+    def create(hidden_size: int, input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str,
+               fused_add: bool = False):
         reason = dispatch.unsupported_reason(hidden_size, input_dtype, weight_dtype)
         if reason is not None:
             raise ValueError(reason)
@@ -84,7 +86,7 @@ class KernelKey:
         elif formulation == "llama_single_rounding" and weight_dtype == input_dtype:
             formulation = "torch"  # the same computation and output dtype
         kernel_class = dispatch.kernel_for(hidden_size, input_dtype)
-        return KernelKey(kernel_class, hidden_size, input_dtype, weight_dtype, formulation)
+        return KernelKey(kernel_class, hidden_size, input_dtype, weight_dtype, formulation, fused_add)
 
     @property
     def output_dtype(self) -> torch.dtype:
@@ -95,7 +97,7 @@ class KernelKey:
         weight = "none" if self.weight_dtype is None else _SHORT_NAMES[self.weight_dtype]
         return (
             f"{self.kernel_class}_h{self.hidden_size}_{_SHORT_NAMES[self.input_dtype]}_w{weight}"
-            f"_o{_SHORT_NAMES[self.output_dtype]}_{self.formulation}"
+            f"_o{_SHORT_NAMES[self.output_dtype]}_{self.formulation}{'_add' if self.fused_add else ''}"
         )
 
     def template_arguments(self) -> dict[str, str]:
@@ -107,6 +109,7 @@ class KernelKey:
             "WEIGHT_T": "NoWeight" if self.weight_dtype is None else _CXX_TYPES[self.weight_dtype],
             "OUTPUT_T": _CXX_TYPES[self.output_dtype],
             "FORMULATION": _FORMULATION_ENUMS[self.formulation],
+            "FUSED_ADD": "1" if self.fused_add else "0",
         }
 
     def defines(self) -> list[str]:
@@ -118,7 +121,7 @@ class KernelKey:
         weight = "inductor_rmsnorm::NoWeight" if self.weight_dtype is None else a["WEIGHT_T"]
         return (
             f"inductor_rmsnorm::{a['KERNEL_CLASS']}<{a['HIDDEN']}, {a['INPUT_T']}, {weight}, {a['OUTPUT_T']}, "
-            f"inductor_rmsnorm::Formulation::{a['FORMULATION']}>"
+            f"inductor_rmsnorm::Formulation::{a['FORMULATION']}, {'true' if self.fused_add else 'false'}>"
         )
 
 
@@ -257,12 +260,14 @@ class KernelInstance:
         self.key = key
         self.library = library
         handle = ctypes.CDLL(str(library))
-        self.launch = handle.inductor_rmsnorm_launch  # (out, x, weight, rows, x_row_stride, out_row_stride,
-        # eps, stream, device) -> CUDA error code, 0 on success; see csrc/entry.cu
-        self.launch.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-            ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-        ]
+        # Returns a CUDA error code, 0 on success; see csrc/entry.cu for the arguments.
+        pointer, count, scalar = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        if key.fused_add:
+            self.launch = handle.inductor_rmsnorm_launch_fused_add
+            self.launch.argtypes = [pointer] * 5 + [count] * 5 + [scalar, pointer, ctypes.c_int]
+        else:
+            self.launch = handle.inductor_rmsnorm_launch
+            self.launch.argtypes = [pointer] * 3 + [count] * 3 + [scalar, pointer, ctypes.c_int]
         self.launch.restype = ctypes.c_int
         self._error_string = handle.inductor_rmsnorm_error_string
         self._error_string.argtypes = [ctypes.c_int]

@@ -1,5 +1,6 @@
 """Compile-check the CUDA kernels with nvcc (no GPU needed): every kernel class x input dtype x weight x
-formulation at the smallest, a middle and the largest size it serves, for one architecture (sm_90 by default).
+formulation x plain/fused residual add, at the smallest, a middle and the largest size it serves, for one
+architecture (sm_90 by default).
 
 Fails when a kernel spills registers or uses a stack frame (local memory): the row must live in registers.
 Usage: python scripts/check_kernels.py [--arch sm_90] [--jobs N]
@@ -31,9 +32,10 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
             for dtype in dispatch.INPUT_DTYPES:
                 for weight in (*dispatch.weight_dtypes_for(dtype), None):
                     for formulation in dispatch.FORMULATIONS if weight is not None else ("torch",):
-                        key = jit.KernelKey.create(hidden, dtype, weight, formulation)
-                        if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
-                            keys[kernel_class].append(key)
+                        for fused_add in (False, True):
+                            key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
+                            if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
+                                keys[kernel_class].append(key)
     return keys
 
 
@@ -42,7 +44,7 @@ def compile_unit(keys: list[jit.KernelKey], arch: str, workdir: Path, name: str)
     source = workdir / f"{name}.cu"
     lines = ['#include "rmsnorm.cuh"']
     lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{k.cxx_type()}>("
-              "const __grid_constant__ inductor_rmsnorm::Params);" for k in keys]
+              f"const __grid_constant__ {k.cxx_type()}::KernelParams);" for k in keys]
     source.write_text("\n".join(lines) + "\n")
     number = arch.removeprefix("sm_")
     command = [jit.nvcc_path(), "-cubin", "-O3", "-std=c++17", f"-gencode=arch=compute_{number},code=sm_{number}",
