@@ -19,8 +19,11 @@ def test_key_names_and_template_arguments():
     assert key.name == "cta_h4096_bf16_wfp32_ofp32_llama"
     assert key.defines() == [
         "-DKERNEL_CLASS=CtaRmsNorm", "-DHIDDEN=4096", "-DINPUT_T=__nv_bfloat16", "-DWEIGHT_T=float",
-        "-DOUTPUT_T=float", "-DFORMULATION=kLlama",
+        "-DOUTPUT_T=float", "-DFORMULATION=kLlama", "-DFUSED_ADD=0",
     ]
+    fused = jit.KernelKey.create(4096, torch.bfloat16, torch.bfloat16, "llama", fused_add=True)
+    assert fused.name == "cta_h4096_bf16_wbf16_obf16_llama_add" and "-DFUSED_ADD=1" in fused.defines()
+    assert fused.cxx_type().endswith("inductor_rmsnorm::Formulation::kLlama, true>")
     no_weight = jit.KernelKey.create(128, torch.float16, None, "gemma")
     assert no_weight.name == "warp_h128_fp16_wnone_ofp16_torch"  # one instance serves every formulation
 
