@@ -115,10 +115,10 @@ def _fuses_with_inductor(node: torch.fx.Node) -> bool:
     )
 
 
-def _cost_reason(x: torch.fx.Node, output: torch.fx.Node) -> str | None:
-    producer = _producer(x)
-    if _fuses_with_inductor(producer):
-        return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
+def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node) -> str | None:
+    for producer in map(_producer, inputs):
+        if _fuses_with_inductor(producer):
+            return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
     fused_consumers = sorted({str(c.target) for c in _consumers(output) if _fuses_with_inductor(c)})
     if fused_consumers:
         return f"its output feeds {', '.join(fused_consumers)}, which Inductor fuses with the norm"
@@ -172,7 +172,8 @@ class RMSNormPass(CustomGraphPass):
     # ------------------------------------------------------------------------------------------ decisions
     def decide(self, match: Match, search: patterns.Search) -> bool:
         """Accept (replace) or decline one match, recording why."""
-        x, weight, output = match.kwargs["x"], match.kwargs.get("weight"), match.output_node()
+        x, residual, weight = match.kwargs["x"], match.kwargs.get("residual"), match.kwargs.get("weight")
+        output = match.output_nodes()[0]  # the norm's output (a fused-add match also returns the sum)
         if output in self._declined:  # the unweighted part of a weighted norm declined a moment ago
             self._declined.update(match.nodes)
             return False
@@ -180,6 +181,8 @@ class RMSNormPass(CustomGraphPass):
         weight_value = None if weight is None else weight.meta["val"]
         hidden = x_value.shape[-1]
         reason = self._unsupported_reason(hidden, x_value, weight_value)
+        if reason is None and residual is not None:
+            reason = self._residual_reason(x_value, residual.meta["val"])
         if reason is None and isinstance(match.kwargs["eps"], torch.fx.Node):
             reason = ("eps is a graph input (torch.compile(dynamic=True) makes float attributes inputs); the op "
                       "takes a constant eps")
@@ -190,7 +193,7 @@ class RMSNormPass(CustomGraphPass):
         if reason is not None:
             self._on_unsupported(output, reason, candidate(None, reason))
         elif self.options.policy == "auto":
-            reason = _cost_reason(x, output)
+            reason = _cost_reason([x] if residual is None else [x, residual], output)
         if reason is not None:
             self._declined.update(match.nodes)
             self._record(candidate(None, reason))
@@ -208,6 +211,15 @@ class RMSNormPass(CustomGraphPass):
         if reason is None and hidden > 1 and x_value.stride(-1) != 1:
             reason = f"the input's last dimension is not contiguous (stride {x_value.stride(-1)})"
         return reason
+
+    @staticmethod
+    def _residual_reason(x_value, residual_value) -> str | None:
+        if residual_value.dtype != x_value.dtype or residual_value.shape != x_value.shape:
+            return (f"the residual ({residual_value.dtype}{list(residual_value.shape)}) does not match the input "
+                    f"({x_value.dtype}{list(x_value.shape)})")
+        if x_value.shape[-1] > 1 and residual_value.stride(-1) != 1:
+            return f"the residual's last dimension is not contiguous (stride {residual_value.stride(-1)})"
+        return None
 
     def _on_unsupported(self, output: torch.fx.Node, reason: str, candidate: Candidate) -> None:
         mode = self.options.on_unsupported

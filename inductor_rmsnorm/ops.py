@@ -2,10 +2,13 @@
 
     rms_norm(Tensor input, Tensor? weight, float eps, str formulation) -> Tensor
     rms_norm_out(Tensor(a!) out, Tensor input, Tensor? weight, float eps, str formulation) -> ()
+    fused_add_rms_norm(Tensor input, Tensor residual, Tensor? weight, float eps, str formulation)
+        -> (Tensor, Tensor)
 
 `input` is [..., hidden]: every leading index is a row (token). `formulation` is one of
 `dispatch.FORMULATIONS`. The output has `input`'s shape and `dispatch.output_dtype(...)`. `rms_norm_out` writes
-into `out`, which may be `input` itself (in place).
+into `out`, which may be `input` itself (in place). `fused_add_rms_norm` returns (rms_norm(input + residual),
+input + residual), the sum rounded to the input dtype as eager adds: a decoder layer's residual add and norm.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from typing import NamedTuple
 import torch
 
 from . import dispatch, jit
-from .reference import rms_norm_reference
+from .reference import fused_add_rms_norm_reference, rms_norm_reference
 
 NAMESPACE = "inductor_rmsnorm"
 
 _library = torch.library.Library(NAMESPACE, "DEF")
 _library.define("rms_norm(Tensor input, Tensor? weight, float eps, str formulation) -> Tensor")
 _library.define("rms_norm_out(Tensor(a!) out, Tensor input, Tensor? weight, float eps, str formulation) -> ()")
+_library.define(
+    "fused_add_rms_norm(Tensor input, Tensor residual, Tensor? weight, float eps, str formulation) -> (Tensor, Tensor)"
+)
 
 _VECTOR_BYTES = 16
 
@@ -73,11 +79,30 @@ def check_kernel_arguments(input, weight, formulation, out=None) -> None:
         raise RuntimeError(f"inductor_rmsnorm: {reason}")
 
 
+def check_residual(input: torch.Tensor, residual: torch.Tensor) -> None:
+    """The fused-add op's residual: the input's shape, dtype and device, last dimension contiguous."""
+    if residual.shape != input.shape or residual.dtype != input.dtype or residual.device != input.device:
+        raise ValueError(
+            f"residual is {residual.dtype}{list(residual.shape)} on {residual.device}; the kernels need the input's "
+            f"{input.dtype}{list(input.shape)} on {input.device}"
+        )
+    if input.shape[-1] > 1 and residual.stride(-1) != 1:
+        raise RuntimeError(f"inductor_rmsnorm: the last dimension of residual is not contiguous (stride "
+                           f"{residual.stride(-1)}; the kernels need 1)")
+
+
 # ---------------------------------------------------------------------------------------------------- fake
 @torch.library.register_fake(f"{NAMESPACE}::rms_norm")
 def _rms_norm_fake(input, weight, eps, formulation):
     check_kernel_arguments(input, weight, formulation)
     return input.new_empty(input.shape, dtype=_output_dtype(input, weight, formulation))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::fused_add_rms_norm")
+def _fused_add_rms_norm_fake(input, residual, weight, eps, formulation):
+    check_kernel_arguments(input, weight, formulation)
+    check_residual(input, residual)
+    return input.new_empty(input.shape, dtype=_output_dtype(input, weight, formulation)), input.new_empty(input.shape)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::rms_norm_out")
@@ -96,7 +121,14 @@ def _rms_norm_out_cpu(out, input, weight, eps, formulation):
     out.copy_(rms_norm_reference(input, weight, eps, formulation))
 
 
+def _fused_add_rms_norm_cpu(input, residual, weight, eps, formulation):
+    check_kernel_arguments(input, weight, formulation)
+    check_residual(input, residual)
+    return fused_add_rms_norm_reference(input, residual, weight, eps, formulation)
+
+
 _library.impl("rms_norm", _rms_norm_cpu, "CPU")
+_library.impl("fused_add_rms_norm", _fused_add_rms_norm_cpu, "CPU")
 _library.impl("rms_norm_out", _rms_norm_out_cpu, "CPU")
 
 
@@ -111,15 +143,17 @@ class _Plan(NamedTuple):
 
 # (hidden size, input dtype, weight dtype, formulation, device index) -> plan; the hot path's only lookup.
 _plans: dict[tuple, _Plan] = {}
+_fused_add_plans: dict[tuple, _Plan] = {}  # the same, for the fused residual-add variant
 
 
-def _plan_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> _Plan:
+def _plan_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str, fused_add: bool = False) -> _Plan:
+    plans = _fused_add_plans if fused_add else _plans
     lookup = (input.shape[-1], input.dtype, None if weight is None else weight.dtype, formulation, input.device.index)
-    plan = _plans.get(lookup)
+    plan = plans.get(lookup)
     if plan is None:
-        key = jit.KernelKey.create(*lookup[:4])
+        key = jit.KernelKey.create(*lookup[:4], fused_add=fused_add)
         instance = jit.load(key, jit.arch_for_device(input.device))
-        plan = _plans[lookup] = _Plan(instance.launch, instance, key.output_dtype)
+        plan = plans[lookup] = _Plan(instance.launch, instance, key.output_dtype)
     return plan
 
 
@@ -145,14 +179,25 @@ def _kernel_row_stride(t: torch.Tensor) -> int | None:
     return row_stride
 
 
+def _addressable(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """`t` (or an aligned contiguous copy of it) and the row stride the kernel reads it through."""
+    row_stride = _kernel_row_stride(t)
+    if row_stride is None:
+        t = t.clone(memory_format=torch.contiguous_format)
+        row_stride = t.shape[-1]
+    return t, row_stride
+
+
+def _aligned_weight(weight: torch.Tensor | None) -> torch.Tensor | None:
+    if weight is not None and (weight.stride(0) != 1 or weight.data_ptr() % _VECTOR_BYTES):
+        return weight.clone(memory_format=torch.contiguous_format)
+    return weight
+
+
 def _launch(plan: _Plan, out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, eps: float) -> None:
     """Run the kernel from `input` into `out` (both non-empty); layouts it cannot address go through copies."""
-    x_stride = _kernel_row_stride(input)
-    if x_stride is None:
-        input = input.clone(memory_format=torch.contiguous_format)
-        x_stride = input.shape[-1]
-    if weight is not None and (weight.stride(0) != 1 or weight.data_ptr() % _VECTOR_BYTES):
-        weight = weight.clone(memory_format=torch.contiguous_format)
+    input, x_stride = _addressable(input)
+    weight = _aligned_weight(weight)
     target = out
     out_stride = _kernel_row_stride(out)
     rows = input.numel() // input.shape[-1]
@@ -222,6 +267,29 @@ def _rms_norm_cuda(input, weight, eps, formulation):
     return run_kernel(input, weight, eps, formulation)
 
 
+def _fused_add_rms_norm_cuda(input, residual, weight, eps, formulation):
+    check_kernel_arguments(input, weight, formulation)
+    check_residual(input, residual)
+    out = torch.empty(input.shape, dtype=_output_dtype(input, weight, formulation), device=input.device)
+    residual_out = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+    if input.numel() == 0:
+        return out, residual_out
+    plan = _plan_for(input, weight, formulation, fused_add=True)
+    input, x_stride = _addressable(input)
+    residual, residual_stride = _addressable(residual)
+    weight = _aligned_weight(weight)
+    hidden = input.shape[-1]
+    device = input.device.index
+    code = plan.launch(
+        out.data_ptr(), residual_out.data_ptr(), input.data_ptr(), residual.data_ptr(),
+        None if weight is None else weight.data_ptr(), input.numel() // hidden, x_stride, residual_stride, hidden,
+        hidden, eps, torch._C._cuda_getCurrentRawStream(device), device,
+    )
+    if code:
+        plan.instance.raise_error(code)
+    return out, residual_out
+
+
 def _rms_norm_out_cuda(out, input, weight, eps, formulation):
     check_kernel_arguments(input, weight, formulation, out)
     if input.numel():
@@ -230,6 +298,8 @@ def _rms_norm_out_cuda(out, input, weight, eps, formulation):
 
 _library.impl("rms_norm", _rms_norm_cuda, "CUDA")
 _library.impl("rms_norm_out", _rms_norm_out_cuda, "CUDA")
+_library.impl("fused_add_rms_norm", _fused_add_rms_norm_cuda, "CUDA")
 
 rms_norm = torch.ops.inductor_rmsnorm.rms_norm.default
 rms_norm_out = torch.ops.inductor_rmsnorm.rms_norm_out.default
+fused_add_rms_norm = torch.ops.inductor_rmsnorm.fused_add_rms_norm.default

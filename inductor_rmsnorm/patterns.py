@@ -1,8 +1,9 @@
 """The RMSNorm subgraphs the Inductor pass replaces, and their replacement.
 
 Each formulation is written as its library writes it (the search function); tracing it through Inductor's own
-decompositions gives the pattern, so the patterns follow the torch version. One table, `SEARCHES`, lists them; a
-pattern is registered for every dtype family whose graph differs (float32 inputs lose the casts; a float32 weight
+decompositions gives the pattern, so the patterns follow the torch version. One table, `SEARCHES` (the norms of
+`_NORMS`, each plain and behind a residual add), lists them; a pattern is registered for every dtype family whose
+graph differs (float32 inputs lose the casts; a float32 weight
 beside 16-bit activations loses the weight's cast). Any eps matches (`scalar_workaround`); any rank, as the
 search functions reduce over the last dimension the way the originals do.
 """
@@ -61,35 +62,68 @@ def _llama_formulation() -> str:
     return "llama" if inductor_config.emulate_precision_casts else "llama_single_rounding"
 
 
+# How a norm meets a decoder layer's residual add, `s = x + residual`:
+#   "fused_add": s is used again (the next residual): (norm(s), s) become one fused_add_rms_norm;
+#   "fused_add_norm_only": s feeds only the norm (the last layer's sum before the final norm);
+#   "plain": no add. Fused forms are registered first: the plain pattern sits inside them.
+RESIDUAL_FORMS = ("fused_add", "fused_add_norm_only", "plain")
+
+
 @dataclasses.dataclass(frozen=True)
 class Search:
     name: str
-    function: Callable
+    norm: Callable  # the formulation as its library writes it: norm(x, weight, eps) or norm(x, eps)
     has_weight: bool
     formulation: Callable[[], str]  # the op's formulation, decided when a match is replaced
+    residual: str = "plain"
+
+    @property
+    def argnames(self) -> tuple[str, ...]:
+        return ("x",) + (("residual",) if self.residual != "plain" else ()) + (
+            ("weight",) if self.has_weight else ()) + ("eps",)
+
+    def function(self) -> Callable:
+        """The search function: `norm` itself, or the residual add and `norm` (register_replacement reads the
+        argument names, so each form has its own signature)."""
+        norm, keep_sum = self.norm, self.residual == "fused_add"
+        if self.residual == "plain":
+            return norm
+        if self.has_weight:
+            def fused(x, residual, weight, eps):
+                s = x + residual
+                return (norm(s, weight, eps), s) if keep_sum else norm(s, weight, eps)
+        else:
+            def fused(x, residual, eps):
+                s = x + residual
+                return (norm(s, eps), s) if keep_sum else norm(s, eps)
+        return fused
+
+    def replacement(self) -> Callable:
+        def replace(*args):
+            named = dict(zip(self.argnames, args))
+            weight, formulation = named.get("weight"), self.formulation()
+            if self.residual == "plain":
+                return torch.ops.inductor_rmsnorm.rms_norm(named["x"], weight, named["eps"], formulation)
+            y, s = torch.ops.inductor_rmsnorm.fused_add_rms_norm(
+                named["x"], named["residual"], weight, named["eps"], formulation
+            )
+            return (y, s) if self.residual == "fused_add" else y
+        return replace
 
 
-# Weighted searches come first: the pass visits a weighted norm's last node before the unweighted part inside it.
-SEARCHES = (
-    Search("hf_llama", hf_llama, True, _llama_formulation),
-    Search("torch", torch_rms_norm, True, lambda: "torch"),
-    Search("gemma", gemma, True, lambda: "gemma"),
-    Search("hf_no_weight", hf_no_weight, False, lambda: "torch"),
-    Search("torch_no_weight", torch_rms_norm_no_weight, False, lambda: "torch"),
+# (name, norm, has weight, formulation). Weighted norms come first: the pass visits a weighted norm's last node
+# before the unweighted part inside it.
+_NORMS = (
+    ("hf_llama", hf_llama, True, _llama_formulation),
+    ("torch", torch_rms_norm, True, lambda: "torch"),
+    ("gemma", gemma, True, lambda: "gemma"),
+    ("hf_no_weight", hf_no_weight, False, lambda: "torch"),
+    ("torch_no_weight", torch_rms_norm_no_weight, False, lambda: "torch"),
 )
+SEARCHES = tuple(Search(*norm, residual=form) for form in RESIDUAL_FORMS for norm in _NORMS)
 
 # (input dtype, weight dtype) to trace each search with: one per distinct graph.
 _DTYPE_FAMILIES = ((torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32), (torch.float32, torch.float32))
-
-
-def _replacement(search: Search) -> Callable:
-    if search.has_weight:
-        def replace(x, weight, eps):
-            return torch.ops.inductor_rmsnorm.rms_norm(x, weight, eps, search.formulation())
-    else:
-        def replace(x, eps):
-            return torch.ops.inductor_rmsnorm.rms_norm(x, None, eps, search.formulation())
-    return replace
 
 
 def _trace(function: Callable, example_inputs, **options) -> torch.fx.GraphModule:
@@ -115,14 +149,12 @@ def register(pass_dict: PatternMatcherPass, decide: Callable[[Match, Search], bo
 
 def _register_all(pass_dict: PatternMatcherPass, decide: Callable[[Match, Search], bool]) -> None:
     for search in SEARCHES:
-        families = _DTYPE_FAMILIES if search.has_weight else dict.fromkeys(x for x, _ in _DTYPE_FAMILIES)
-        for family in families:
-            x_dtype, weight_dtype = family if search.has_weight else (family, None)
-            example = [torch.empty(8, 256, dtype=x_dtype)]
-            if search.has_weight:
-                example.append(torch.empty(256, dtype=weight_dtype))
+        families = _DTYPE_FAMILIES if search.has_weight else dict.fromkeys((x, None) for x, _ in _DTYPE_FAMILIES)
+        for x_dtype, weight_dtype in families:
+            examples = {"x": torch.empty(8, 256, dtype=x_dtype), "residual": torch.empty(8, 256, dtype=x_dtype),
+                        "weight": torch.empty(256, dtype=weight_dtype), "eps": _EXAMPLE_EPS}
             register_replacement(
-                search.function, _replacement(search), example, _trace, pass_dict,
-                extra_check=functools.partial(decide, search=search),
+                search.function(), search.replacement(), [examples[name] for name in search.argnames[:-1]],
+                _trace, pass_dict, extra_check=functools.partial(decide, search=search),
                 scalar_workaround={"eps": _EXAMPLE_EPS}, skip_duplicates=True,
             )

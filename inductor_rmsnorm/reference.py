@@ -22,3 +22,9 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float,
     if formulation == "llama_single_rounding":  # what Inductor generates for LlamaRMSNorm by default
         return (h * weight.float()).to(torch.promote_types(x.dtype, weight.dtype))
     raise ValueError(f"unknown formulation {formulation!r}")
+
+
+def fused_add_rms_norm_reference(x, residual, weight, eps, formulation):
+    """The decoder layer's `s = x + residual; y = norm(s)`: returns (y, s)."""
+    s = x + residual
+    return rms_norm_reference(s, weight, eps, formulation), s

@@ -1,5 +1,6 @@
 """A small sweep of the kernels for `compute-sanitizer`: sizes at each kernel class's edges, every dtype and
-formulation, 1/7/129 tokens, contiguous, strided and in place, each checked against the reference.
+formulation, 1/7/129 tokens, contiguous, strided and in place, plain and fused residual add, each checked
+against the reference.
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
         python scripts/sanitize_sweep.py
@@ -14,7 +15,7 @@ import sys
 import torch
 
 from inductor_rmsnorm import dispatch, ops
-from inductor_rmsnorm.reference import rms_norm_reference
+from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 
 SIZES = (64, 128, 256, 512, 768, 4096, 8192)
 TOKENS = (1, 7, 129)
@@ -35,14 +36,17 @@ def main() -> int:
                         padded = torch.randn(tokens, hidden + 16, device="cuda", dtype=dtype)
                         for x in (padded[:, :hidden].contiguous(), padded[:, :hidden]):
                             expected = rms_norm_reference(x, weight, 1e-6, formulation)
-                            results = [ops.rms_norm(x, weight, 1e-6, formulation)]
+                            results = [(ops.rms_norm(x, weight, 1e-6, formulation), expected)]
                             if out_dtype == dtype:
                                 in_place = x.clone()
                                 ops.rms_norm_out(in_place, in_place, weight, 1e-6, formulation)
-                                results.append(in_place)
-                            for result in results:
+                                results.append((in_place, expected))
+                            residual = torch.randn_like(x)
+                            fused = ops.fused_add_rms_norm(x, residual, weight, 1e-6, formulation)
+                            results += zip(fused, fused_add_rms_norm_reference(x, residual, weight, 1e-6, formulation))
+                            for result, reference in results:
                                 checked += 1
-                                if not torch.allclose(result.float(), expected.float(), rtol=2e-2, atol=2e-2):
+                                if not torch.allclose(result.float(), reference.float(), rtol=2e-2, atol=2e-2):
                                     failed += 1
                                     print(f"MISMATCH hidden {hidden} {dtype} w {weight_dtype} {formulation} "
                                           f"tokens {tokens}")

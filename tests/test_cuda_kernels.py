@@ -41,6 +41,8 @@ def all_cases():
 
 
 CASES = list(all_cases())
+FUSED_SIZES = [64, 128, 256, 512, 2816, 4096, 8192]
+FUSED_CASES = [case for case in CASES if case[0] in FUSED_SIZES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,6 +51,7 @@ def prebuilt_instances():
     if not torch.cuda.is_available():
         return
     keys = {jit.KernelKey.create(h, d, weight_dtype(d, w), f) for h, d, f, w in CASES}
+    keys |= {jit.KernelKey.create(h, d, weight_dtype(d, w), f, fused_add=True) for h, d, f, w in FUSED_CASES}
     results = jit.build_many(sorted(keys, key=lambda k: k.name), jit.arch_for_device(0), os.cpu_count() or 1)
     failed = [f"{key.name}: {error}" for key, error in results if error is not None]
     assert not failed, "\n".join(failed)
@@ -93,11 +96,37 @@ def test_kernel_matches_eager_module(hidden, dtype, formulation, weight):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize(
+    "hidden, dtype, formulation, weight", FUSED_CASES,
+    ids=[f"{h}-{str(d)[6:]}-{f}-w{w}" for h, d, f, w in FUSED_CASES],
+)
+def test_fused_add_matches_eager(hidden, dtype, formulation, weight):
+    """y = norm(x + residual) against the eager module on the eager sum; the sum itself bit for bit."""
+    w = None if weight == "none" else random_weight(formulation, hidden, weight_dtype(dtype, weight), "cuda")
+    module = eager_module(formulation, hidden, w, EPS).to("cuda")
+    failures = []
+    for tokens in TOKENS:
+        x = torch.randn(tokens, hidden, device="cuda", dtype=dtype)
+        padded = torch.randn(tokens, hidden + 64, device="cuda", dtype=dtype)
+        for layout, residual in (("contiguous", padded[:, :hidden].contiguous()), ("strided", padded[:, :hidden])):
+            expected_sum = x + residual
+            with torch.no_grad():
+                expected = module(expected_sum)
+            y, s = ops.fused_add_rms_norm(x, residual, w, EPS, formulation)
+            if not torch.equal(s, expected_sum):
+                failures.append(f"tokens {tokens} {layout}: the sum differs from x + residual")
+            problem = check_against_eager(y, expected, expected_sum, w, EPS, formulation)
+            if problem:
+                failures.append(f"tokens {tokens} {layout}: {problem}")
+    assert not failures, "\n".join(failures)
+
+
 def test_opcheck_on_cuda():
     x = torch.randn(5, 3, 1024, device="cuda", dtype=torch.bfloat16)
     for weight, formulation in [(torch.randn(1024, device="cuda", dtype=torch.bfloat16), "llama"),
                                 (torch.randn(1024, device="cuda"), "llama"), (None, "torch")]:
         torch.library.opcheck(ops.rms_norm, (x, weight, 1e-6, formulation))
+        torch.library.opcheck(ops.fused_add_rms_norm, (x, torch.randn_like(x), weight, 1e-6, formulation))
 
 
 def test_misaligned_and_uncollapsible_inputs_take_a_correct_path():

@@ -34,7 +34,8 @@ def format_graph(graph: torch.fx.Graph) -> str:
             names[node] = f"{SHORT_DTYPES[value.dtype]}{list(value.shape)}"
         elif node.op == "call_function":
             names[node] = f"v{len(lines)}"
-            lines.append(f"{names[node]} = {node.target}({', '.join(show(a) for a in node.args)})")
+            target = node.target if isinstance(node.target, torch._ops.OpOverload) else node.target.__name__
+            lines.append(f"{names[node]} = {target}({', '.join(show(a) for a in node.args)})")
         elif node.op == "output":
             lines.append(f"return {show(node.args[0])}")
     return "\n".join(lines)
@@ -234,23 +235,57 @@ def test_training_graph_is_left_alone_and_gradients_match_eager():
     assert "saved for backward" in candidate.reason
 
 
-def test_auto_policy_leaves_a_norm_after_a_residual_add():
-    class Residual(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm = LlamaRMSNorm(512)
+class DecoderLayerTail(torch.nn.Module):
+    """The end of a decoder layer: the residual add and its norm; the sum is the next layer's residual."""
 
-        def forward(self, x, residual):
-            return self.norm(x + residual)
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
 
-    module = randomised(Residual(), torch.bfloat16)
-    x, residual = (torch.randn(4, 512, dtype=torch.bfloat16) for _ in range(2))
+    def forward(self, x, residual):
+        s = x + residual
+        return self.norm(s), s
+
+
+class TestResidualAdd(expecttest.TestCase):
+    def test_add_and_norm_become_one_fused_op(self):
+        module = randomised(DecoderLayerTail(LlamaRMSNorm(512)), torch.bfloat16)
+        x, residual = (torch.randn(4, 512, dtype=torch.bfloat16) for _ in range(2))
+        recorder = RecordingPass()
+        with torch.no_grad():
+            output = torch.compile(module, options={"post_grad_custom_post_pass": recorder})(x, residual)
+            torch._dynamo.reset()
+            reference = torch.compile(module)(x, residual)
+        self.assertExpectedInline(recorder.graph_after, """\
+v0 = inductor_rmsnorm.fused_add_rms_norm.default(bf16[4, 512], bf16[4, 512], bf16[512], 1e-06, 'llama_single_rounding')
+v1 = getitem(v0, 0)
+v2 = getitem(v0, 1)
+return [v1, v2]""")
+        self.assertEqual([(c.search, c.kernel) for c in inductor_rmsnorm.report()], [("hf_llama", "cta")])
+        self.assertTrue(ulp_difference(output[0], reference[0]).within())
+        self.assertTrue(torch.equal(output[1], reference[1]))
+
+    def test_a_sum_used_only_by_the_norm(self):
+        module = randomised(LlamaRMSNorm(256), torch.float16)
+        x, residual = (torch.randn(3, 256, dtype=torch.float16) for _ in range(2))
+        recorder = RecordingPass()
+        with torch.no_grad():
+            torch.compile(lambda a, b: module(a + b), options={"post_grad_custom_post_pass": recorder})(x, residual)
+        self.assertIn("inductor_rmsnorm.fused_add_rms_norm.default(fp16[3, 256], fp16[3, 256], fp16[256]",
+                      recorder.graph_after)
+
+
+def test_auto_policy_leaves_a_norm_after_another_pointwise_op():
+    module = randomised(LlamaRMSNorm(512), torch.bfloat16)
+    x = torch.randn(4, 512, dtype=torch.bfloat16)
     with torch.no_grad():
-        torch.compile(module, options=inductor_rmsnorm.compile_options())(x, residual)
+        torch.compile(lambda a: module(torch.nn.functional.silu(a)), options=inductor_rmsnorm.compile_options())(x)
         torch._dynamo.reset()
         (candidate,) = inductor_rmsnorm.report(clear=True)
-        assert candidate.reason == "its input comes from aten.add.Tensor, which Inductor fuses into its own norm kernel"
-        torch.compile(module, options=inductor_rmsnorm.compile_options(policy="always"))(x, residual)
+        assert candidate.reason.startswith("its input comes from ")
+        assert candidate.reason.endswith(", which Inductor fuses into its own norm kernel")
+        torch.compile(lambda a: module(torch.nn.functional.silu(a)),
+                      options=inductor_rmsnorm.compile_options(policy="always"))(x)
     assert inductor_rmsnorm.report()[0].replaced
 
 
