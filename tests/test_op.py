@@ -178,3 +178,28 @@ def test_eager_api_keeps_gradients():
     torch.nn.functional.rms_norm(x2, (512,), weight2, 1e-6).sum().backward()
     torch.testing.assert_close(x.grad, x2.grad)
     torch.testing.assert_close(weight.grad, weight2.grad)
+
+
+# --------------------------------------------------------------------------------- the fused residual-add op
+@pytest.mark.parametrize("arguments", list(sample_arguments()), ids=lambda a: f"{a[0].dtype}-{a[2]}")
+def test_fused_add_opcheck_and_reference(arguments):
+    x, weight, formulation = arguments
+    residual = torch.randn_like(x)
+    torch.library.opcheck(ops.fused_add_rms_norm, (x, residual, weight, 1e-6, formulation))
+    y, s = ops.fused_add_rms_norm(x, residual, weight, 1e-6, formulation)
+    assert torch.equal(s, x + residual)  # rounded to the input dtype, as eager adds
+    assert torch.equal(y, rms_norm_reference(x + residual, weight, 1e-6, formulation))
+
+
+@pytest.mark.parametrize(
+    "residual, message",
+    [
+        (torch.randn(4, 512, dtype=torch.float32), r"residual is torch.float32\[4, 512\] on cpu; the kernels need"),
+        (torch.randn(2, 512, dtype=torch.bfloat16), r"residual is torch.bfloat16\[2, 512\]"),
+        (torch.randn(512, 4, dtype=torch.bfloat16).t(), "last dimension of residual is not contiguous"),
+    ],
+)
+def test_fused_add_rejects_a_mismatched_residual(residual, message):
+    x = torch.randn(4, 512, dtype=torch.bfloat16)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        ops.fused_add_rms_norm(x, residual, None, 1e-6, "torch")
