@@ -124,6 +124,13 @@ struct Normalize {
 // Which input matrix a row load reads.
 enum class Operand { kX, kResidual };
 
+// The first element of `row` of that matrix.
+template <Operand kOperand, typename T, typename KernelParams>
+__device__ __forceinline__ const T* row_pointer(const KernelParams& p, int64_t row) {
+  if constexpr (kOperand == Operand::kX) return static_cast<const T*>(p.x) + row * p.x_row_stride;
+  else return static_cast<const T*>(p.residual) + row * p.residual_row_stride;
+}
+
 // v <- T(v + r) elementwise, computed in fp32 and rounded once, as eager torch adds two tensors of type T.
 template <typename T, int N>
 __device__ __forceinline__ void add_into(Vec<T, N>& v, const Vec<T, N>& r) {
@@ -247,9 +254,7 @@ struct WarpRmsNorm {
   template <detail::Operand kOperand, int N>
   __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
     if (row >= p.rows) return;
-    const TIn* x;
-    if constexpr (kOperand == detail::Operand::kX) x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
-    else x = static_cast<const TIn*>(p.residual) + row * p.residual_row_stride;
+    const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
 #pragma unroll
     for (int i = 0; i < kVecsPerLane; ++i) v[i].load(x + column(i));
   }
@@ -355,9 +360,7 @@ struct CtaRmsNorm {
   template <detail::Operand kOperand, int N>
   __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
     if (row >= p.rows) return;
-    const TIn* x;
-    if constexpr (kOperand == detail::Operand::kX) x = static_cast<const TIn*>(p.x) + row * p.x_row_stride;
-    else x = static_cast<const TIn*>(p.residual) + row * p.residual_row_stride;
+    const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
 #pragma unroll
     for (int i = 0; i < kVecsPerThread; ++i)
       if (owns(i)) v[i].load(x + column(i));
