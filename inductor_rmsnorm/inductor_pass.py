@@ -184,8 +184,7 @@ class RMSNormPass(CustomGraphPass):
         if reason is None and residual is not None:
             reason = self._residual_reason(x_value, residual.meta["val"])
         if reason is None and isinstance(match.kwargs["eps"], torch.fx.Node):
-            reason = ("eps is a graph input (torch.compile(dynamic=True) makes float attributes inputs); the op "
-                      "takes a constant eps")
+            reason = self._eps_reason(match.kwargs["eps"].meta.get("val"))
         candidate = functools.partial(
             Candidate, output.name, search.name, hidden if isinstance(hidden, int) else None, _dtype_name(x_value),
             None if weight_value is None else _dtype_name(weight_value),
@@ -211,6 +210,13 @@ class RMSNormPass(CustomGraphPass):
         if reason is None and hidden > 1 and x_value.stride(-1) != 1:
             reason = f"the input's last dimension is not contiguous (stride {x_value.stride(-1)})"
         return reason
+
+    @staticmethod
+    def _eps_reason(eps_value) -> str | None:
+        """torch.compile(dynamic=True) passes eps as a 0-d tensor: the op's eps_tensor overloads take that."""
+        if isinstance(eps_value, torch.Tensor) and eps_value.dim() == 0 and eps_value.dtype.is_floating_point:
+            return None
+        return f"eps is computed in the graph as {eps_value!r}, not a number or a 0-d float tensor"
 
     @staticmethod
     def _residual_reason(x_value, residual_value) -> str | None:

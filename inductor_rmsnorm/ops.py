@@ -303,3 +303,30 @@ _library.impl("fused_add_rms_norm", _fused_add_rms_norm_cuda, "CUDA")
 rms_norm = torch.ops.inductor_rmsnorm.rms_norm.default
 rms_norm_out = torch.ops.inductor_rmsnorm.rms_norm_out.default
 fused_add_rms_norm = torch.ops.inductor_rmsnorm.fused_add_rms_norm.default
+
+
+# ------------------------------------------------------------------------------------------- eps as a tensor
+# torch.compile(dynamic=True) turns float attributes into graph inputs, so the pass meets eps as a 0-d tensor
+# (on the CPU). These overloads take it as such and read its value once per call.
+_library.define("rms_norm.eps_tensor(Tensor input, Tensor? weight, Tensor eps, str formulation) -> Tensor")
+_library.define(
+    "fused_add_rms_norm.eps_tensor(Tensor input, Tensor residual, Tensor? weight, Tensor eps, str formulation) "
+    "-> (Tensor, Tensor)"
+)
+
+
+def _with_eps_value(implementation):
+    def call(*args):
+        *tensors, eps, formulation = args
+        return implementation(*tensors, float(eps), formulation)
+
+    return call
+
+
+for _name, _fake, _cpu, _cuda in (
+    ("rms_norm", _rms_norm_fake, _rms_norm_cpu, _rms_norm_cuda),
+    ("fused_add_rms_norm", _fused_add_rms_norm_fake, _fused_add_rms_norm_cpu, _fused_add_rms_norm_cuda),
+):
+    torch.library.register_fake(f"{NAMESPACE}::{_name}.eps_tensor", _fake)  # the fakes never read eps
+    _library.impl(f"{_name}.eps_tensor", _with_eps_value(_cpu), "CPU")
+    _library.impl(f"{_name}.eps_tensor", _with_eps_value(_cuda), "CUDA")

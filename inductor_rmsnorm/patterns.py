@@ -101,11 +101,12 @@ class Search:
     def replacement(self) -> Callable:
         def replace(*args):
             named = dict(zip(self.argnames, args))
-            weight, formulation = named.get("weight"), self.formulation()
+            weight, eps, formulation = named.get("weight"), named["eps"], self.formulation()
+            overload = "eps_tensor" if isinstance(eps, torch.Tensor) else "default"  # dynamic=True: eps is an input
             if self.residual == "plain":
-                return torch.ops.inductor_rmsnorm.rms_norm(named["x"], weight, named["eps"], formulation)
-            y, s = torch.ops.inductor_rmsnorm.fused_add_rms_norm(
-                named["x"], named["residual"], weight, named["eps"], formulation
+                return getattr(torch.ops.inductor_rmsnorm.rms_norm, overload)(named["x"], weight, eps, formulation)
+            y, s = getattr(torch.ops.inductor_rmsnorm.fused_add_rms_norm, overload)(
+                named["x"], named["residual"], weight, eps, formulation
             )
             return (y, s) if self.residual == "fused_add" else y
         return replace

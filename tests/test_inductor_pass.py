@@ -14,7 +14,7 @@ from inductor_rmsnorm.inductor_pass import RMSNormPass
 from inductor_rmsnorm.numerics import ulp_difference
 from modules import GemmaRMSNorm, LlamaRMSNorm
 
-SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
 
 
 def format_graph(graph: torch.fx.Graph) -> str:
@@ -31,7 +31,11 @@ def format_graph(graph: torch.fx.Graph) -> str:
     for node in graph.nodes:
         if node.op == "placeholder":
             value = node.meta["val"]
-            names[node] = f"{SHORT_DTYPES[value.dtype]}{list(value.shape)}"
+            if isinstance(value, torch.SymInt):
+                names[node] = "size"
+            else:  # symbolic sizes print as "s": their numbering differs between torch versions
+                shape = ", ".join(str(d) if isinstance(d, int) else "s" for d in value.shape)
+                names[node] = f"{SHORT_DTYPES[value.dtype]}[{shape}]"
         elif node.op == "call_function":
             names[node] = f"v{len(lines)}"
             target = node.target if isinstance(node.target, torch._ops.OpOverload) else node.target.__name__
@@ -177,15 +181,20 @@ def test_one_compile_serves_several_batch_sizes():
     assert len(inductor_rmsnorm.report().replaced) == 1
 
 
-def test_dynamic_true_makes_eps_an_input_and_the_norm_is_left_alone():
-    # torch.compile(dynamic=True) turns float attributes into graph inputs; the op takes eps as a constant.
+def test_dynamic_true_passes_eps_as_a_tensor():
+    # torch.compile(dynamic=True) turns float attributes into graph inputs: the op's eps_tensor overload takes it.
     module = randomised(LlamaRMSNorm(512), torch.bfloat16)
-    x = torch.randn(6, 512, dtype=torch.bfloat16)
-    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
-        output = torch.compile(module, dynamic=True)(x)
-    (candidate,) = inductor_rmsnorm.report()
-    assert candidate.reason.startswith("eps is a graph input")
-    assert ulp_difference(output, compiled_reference(module, x)).within()
+    recorder = RecordingPass(policy="always")
+    counter = CompileCounterWithBackend("inductor")
+    with torch.no_grad():
+        compiled = torch.compile(module, backend=counter, dynamic=True)
+        with inductor_config.patch(post_grad_custom_post_pass=recorder):
+            for tokens in (6, 33):
+                x = torch.randn(tokens, 512, dtype=torch.bfloat16)
+                assert torch.equal(compiled(x), compiled_reference(module, x))
+    assert counter.frame_count == 1
+    assert "inductor_rmsnorm.rms_norm.eps_tensor(bf16[s, 512], bf16[512], v0, 'llama_single_rounding')" in (
+        recorder.graph_after), recorder.graph_after
 
 
 def compiled_reference(module, x):

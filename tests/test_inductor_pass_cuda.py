@@ -66,3 +66,14 @@ def test_reduce_overhead_compile_replays():
             expected = inductor_rmsnorm.ops.rms_norm(x, module.weight, 1e-6, "llama_single_rounding")
             torch.testing.assert_close(output, expected, rtol=0, atol=0)
     assert inductor_rmsnorm.report().replaced
+
+
+def test_dynamic_true_compile_with_eps_as_a_tensor():
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        compiled = torch.compile(module, dynamic=True)
+        for tokens in (5, 77):
+            x = torch.randn(tokens, 4096, device="cuda", dtype=torch.bfloat16)
+            expected = inductor_rmsnorm.ops.rms_norm(x, module.weight, 1e-6, "llama_single_rounding")
+            torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+    assert len(inductor_rmsnorm.report().replaced) == 1

@@ -203,3 +203,13 @@ def test_fused_add_rejects_a_mismatched_residual(residual, message):
     x = torch.randn(4, 512, dtype=torch.bfloat16)
     with pytest.raises((ValueError, RuntimeError), match=message):
         ops.fused_add_rms_norm(x, residual, None, 1e-6, "torch")
+
+
+def test_eps_tensor_overloads_match_the_float_ones():
+    # torch.compile(dynamic=True) hands the pass eps as a 0-d tensor
+    x, residual, weight = torch.randn(3, 256), torch.randn(3, 256), torch.randn(256)
+    eps = torch.tensor(1e-5, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.inductor_rmsnorm.rms_norm.eps_tensor, (x, weight, eps, "torch"))
+    torch.library.opcheck(torch.ops.inductor_rmsnorm.fused_add_rms_norm.eps_tensor, (x, residual, weight, eps, "gemma"))
+    assert torch.equal(torch.ops.inductor_rmsnorm.rms_norm.eps_tensor(x, weight, eps, "torch"),
+                       ops.rms_norm(x, weight, 1e-5, "torch"))
