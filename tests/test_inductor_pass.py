@@ -345,3 +345,24 @@ def test_report_prints_what_happened():
     assert text.splitlines()[0] == "inductor_rmsnorm: 1 replaced, 1 left alone"
     assert "hf_llama hidden=256 bfloat16 weight bfloat16: replaced (warp kernel)" in text
     assert "hidden=2880 bfloat16 weight bfloat16: left alone: hidden size 2880 has no kernel" in text
+
+
+def test_auto_policy_leaves_a_head_norm_that_feeds_rotary_embedding():
+    class RotaryAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj = torch.nn.Linear(256, 256, bias=False)
+            self.q_norm = LlamaRMSNorm(64)
+
+        def forward(self, x, cos, sin):
+            q = self.q_norm(self.q_proj(x).view(*x.shape[:-1], 4, 64))
+            rotated = torch.cat((-q[..., 32:], q[..., :32]), dim=-1)
+            return q * cos + rotated * sin
+
+    module = randomised(RotaryAttention(), torch.bfloat16)
+    x = torch.randn(2, 3, 256, dtype=torch.bfloat16)
+    cos, sin = (torch.randn(3, 1, 64, dtype=torch.bfloat16) for _ in range(2))
+    with torch.no_grad():
+        torch.compile(module, options=inductor_rmsnorm.compile_options())(x, cos, sin)
+    (candidate,) = inductor_rmsnorm.report()
+    assert candidate.reason.startswith("its output feeds ") and "aten.mul.Tensor" in candidate.reason
