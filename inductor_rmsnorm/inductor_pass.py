@@ -11,9 +11,9 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
 - a norm whose intermediate is used elsewhere (training: `rsqrt` saved for backward): the pattern does not
   match, and the graph stays as it was;
 - with `policy="auto"` (the default), a norm Inductor would fuse with its neighbours, where our kernel alone
-  would make the program slower: one whose input comes from a pointwise op or an embedding lookup (the residual
-  add: Inductor computes add and norm in one kernel) or whose output feeds a pointwise op (rotary embedding
-  after a q/k norm). `policy="always"` replaces these too.
+  would make the program slower: one whose input comes from a pointwise op (other than the residual add, which
+  the fused_add_rms_norm op takes in) or an embedding lookup, or whose output feeds a pointwise op (rotary
+  embedding after a q/k norm). `policy="always"` replaces these too.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class Candidate:
     """One RMSNorm subgraph the pass saw."""
 
     node: str  # the subgraph's last node in the post-grad graph
-    search: str  # which search matched (see patterns.SEARCHES)
+    search: str  # which norm matched (see patterns.SEARCHES)
+    residual: str  # how it met a residual add: "plain", "fused_add" or "fused_add_norm_only"
     hidden_size: int | None
     dtype: str
     weight_dtype: str | None
@@ -76,7 +77,9 @@ class Report(list):
     def __str__(self) -> str:
         lines = [f"inductor_rmsnorm: {len(self.replaced)} replaced, {len(self.left_alone)} left alone"]
         for c in self:
-            what = f"{c.search} hidden={c.hidden_size} {c.dtype}" + (f" weight {c.weight_dtype}" if c.weight_dtype else "")
+            added = "" if c.residual == "plain" else " after a residual add"
+            what = f"{c.search}{added} hidden={c.hidden_size} {c.dtype}"
+            what += f" weight {c.weight_dtype}" if c.weight_dtype else ""
             lines.append(f"  {c.node}: {what}: " + (f"replaced ({c.kernel} kernel)" if c.replaced else f"left alone: {c.reason}"))
         return "\n".join(lines)
 
@@ -186,7 +189,8 @@ class RMSNormPass(CustomGraphPass):
         if reason is None and isinstance(match.kwargs["eps"], torch.fx.Node):
             reason = self._eps_reason(match.kwargs["eps"].meta.get("val"))
         candidate = functools.partial(
-            Candidate, output.name, search.name, hidden if isinstance(hidden, int) else None, _dtype_name(x_value),
+            Candidate, output.name, search.name, search.residual, hidden if isinstance(hidden, int) else None,
+            _dtype_name(x_value),
             None if weight_value is None else _dtype_name(weight_value),
         )
         if reason is not None:
@@ -258,7 +262,7 @@ class RMSNormPass(CustomGraphPass):
                     and getattr(variance.args[0], "target", None) is _aten.mean.dim):
                 continue  # an rsqrt that is not an RMSNorm's
             self._record(Candidate(
-                node.name, "unmatched", None, _dtype_name(node.meta["val"]), None, None,
+                node.name, "unmatched", "plain", None, _dtype_name(node.meta["val"]), None, None,
                 "an intermediate (rsqrt) is used outside the norm, e.g. saved for backward",
             ))
 
