@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 from inductor_rmsnorm import dispatch, jit
 
