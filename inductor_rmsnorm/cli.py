@@ -27,9 +27,11 @@ def _keys(args: argparse.Namespace) -> list[jit.KernelKey]:
             if reason is not None:
                 print(f"skipped: {reason}")
                 continue
-            for formulation in args.formulation if weight_dtype is not None else ["torch"]:
-                key = jit.KernelKey.create(hidden, input_dtype, weight_dtype, formulation)
-                if key not in keys:
+            for formulation, variant in itertools.product(
+                args.formulation if weight_dtype is not None else ["torch"], args.variant
+            ):
+                key = jit.KernelKey.create(hidden, input_dtype, weight_dtype, formulation, variant == "fused-add")
+                if key not in keys:  # formulations can share an instance
                     keys.append(key)
     return keys
 
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument(
         "--formulation", nargs="+", choices=dispatch.FORMULATIONS, default=list(dispatch.FORMULATIONS),
         help="formulations to build (default: all)",
+    )
+    build.add_argument(
+        "--variant", nargs="+", choices=["plain", "fused-add"], default=["plain", "fused-add"],
+        help="plain norm and/or the residual-add variant the Inductor pass uses in decoder layers (default: both)",
     )
     build.add_argument("--arch", help="GPU architecture, e.g. sm_90 (default: the current GPU's)")
     build.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel nvcc processes")
