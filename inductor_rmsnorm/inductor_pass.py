@@ -12,8 +12,8 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
   match, and the graph stays as it was;
 - with `policy="auto"` (the default), a norm Inductor would fuse with its neighbours, where our kernel alone
   would make the program slower: one whose input comes from a pointwise op (other than the residual add, which
-  the fused_add_rms_norm op takes in) or an embedding lookup, or whose output feeds a pointwise op (rotary
-  embedding after a q/k norm). `policy="always"` replaces these too.
+  the fused_add_rms_norm op takes in) or an embedding lookup whose result nothing else needs, or whose output
+  feeds a pointwise op (rotary embedding after a q/k norm). `policy="always"` replaces these too.
 """
 
 from __future__ import annotations
@@ -97,10 +97,13 @@ def report(clear: bool = False) -> Report:
     return result
 
 
-def _producer(node: torch.fx.Node) -> torch.fx.Node:
+def _producer(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]:
+    """The op that computes `node`, looking through views, and the views on the way."""
+    views = []
     while node.op == "call_function" and node.target in _VIEWS:
+        views.append(node)
         node = node.args[0]
-    return node
+    return node, views
 
 
 def _consumers(node: torch.fx.Node) -> list[torch.fx.Node]:
@@ -118,9 +121,13 @@ def _fuses_with_inductor(node: torch.fx.Node) -> bool:
     )
 
 
-def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node) -> str | None:
-    for producer in map(_producer, inputs):
-        if _fuses_with_inductor(producer):
+def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node, matched: set[torch.fx.Node]) -> str | None:
+    for node in inputs:
+        producer, views = _producer(node)
+        # A pointwise producer whose result nothing else needs is computed inside Inductor's norm kernel, never
+        # written; one whose result is needed elsewhere (a residual sum, the embeddings) is written either way.
+        private = all(user in matched or user in views for user in (producer, *views) for user in user.users)
+        if _fuses_with_inductor(producer) and private:
             return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
     fused_consumers = sorted({str(c.target) for c in _consumers(output) if _fuses_with_inductor(c)})
     if fused_consumers:
@@ -196,7 +203,7 @@ class RMSNormPass(CustomGraphPass):
         if reason is not None:
             self._on_unsupported(output, reason, candidate(None, reason))
         elif self.options.policy == "auto":
-            reason = _cost_reason([x] if residual is None else [x, residual], output)
+            reason = _cost_reason([x] if residual is None else [x, residual], output, set(match.nodes))
         if reason is not None:
             self._declined.update(match.nodes)
             self._record(candidate(None, reason))

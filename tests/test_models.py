@@ -1,0 +1,76 @@
+"""Hugging Face models built from small configs (no downloads), on the CPU: torch.compile with the pass matches
+their RMSNorms (or says why it left one alone) and gives Inductor's logits; patch(model) gives eager's."""
+
+import copy
+
+import pytest
+import torch
+import transformers  # in the test extras
+from torch._inductor import config as inductor_config
+
+import inductor_rmsnorm
+
+SMALL = dict(vocab_size=128, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2)
+
+# family: (model class, config, replaced, left alone) for 2 layers under the default policy ("auto").
+FAMILIES = {
+    # per layer: the input norm (layer 0: on the embeddings, which are needed again) and the post-attention norm
+    # after its residual add; then the final norm after the last residual add
+    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**SMALL), 5, 0),
+    "mistral": (transformers.MistralForCausalLM, transformers.MistralConfig(**SMALL), 5, 0),
+    # and per layer two q/k head norms, which feed rotary embedding: Inductor fuses them, so they stay
+    "qwen3": (transformers.Qwen3ForCausalLM, transformers.Qwen3Config(**SMALL, head_dim=64), 5, 4),
+    # sandwich norms: a norm feeding the residual add, and a norm of that sum fed by the first norm, fuse in
+    # Inductor's kernels; only the first layer's input norm is replaced
+    "gemma3": (transformers.Gemma3ForCausalLM,
+               transformers.Gemma3TextConfig(**SMALL, head_dim=64, sliding_window=16), 1, 12),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiles(monkeypatch):
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    torch._dynamo.reset()
+    inductor_rmsnorm.report(clear=True)
+    yield
+    torch._dynamo.reset()
+
+
+def build(family):
+    model_class, config, _, _ = FAMILIES[family]
+    torch.manual_seed(0)
+    model = model_class(copy.deepcopy(config)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name:  # norms start at their neutral weight: randomise, or a wrong formulation hides
+                parameter.copy_(torch.randn_like(parameter) * 0.2 + (0.0 if family == "gemma3" else 1.0))
+    return model
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_compiled_model_with_the_pass(family):
+    model = build(family)
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():
+        reference = torch.compile(model)(ids).logits
+        torch._dynamo.reset()
+        logits = torch.compile(model, options=inductor_rmsnorm.compile_options())(ids).logits
+    report = inductor_rmsnorm.report()
+    _, _, replaced, left_alone = FAMILIES[family]
+    assert (len(report.replaced), len(report.left_alone)) == (replaced, left_alone), str(report)
+    assert all(c.reason for c in report.left_alone)
+    torch.testing.assert_close(logits, reference)  # float32: reduction order only
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_patched_model_gives_the_same_logits(family):
+    model = build(family)
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():
+        expected = model(ids).logits
+        swapped = inductor_rmsnorm.patch(model)
+        logits = model(ids).logits
+    norms = sum("RMSNorm" in type(m).__name__ for m in build(family).modules())
+    assert swapped == norms
+    torch.testing.assert_close(logits, expected)
