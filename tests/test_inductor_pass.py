@@ -368,3 +368,23 @@ def test_auto_policy_leaves_a_head_norm_that_feeds_rotary_embedding():
         torch.compile(module, options=inductor_rmsnorm.compile_options())(x, cos, sin)
     (candidate,) = inductor_rmsnorm.report()
     assert candidate.reason.startswith("its output feeds ") and "aten.mul.Tensor" in candidate.reason
+
+
+def test_fx_graph_cache_stays_on_and_keys_on_the_options(monkeypatch, tmp_path):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", True)
+    module = randomised(LlamaRMSNorm(256), torch.bfloat16)
+    x = torch.randn(4, 256, dtype=torch.bfloat16)
+    counters.clear()
+    outcomes = []
+    for options in ({"policy": "always"}, {"policy": "always"}, {"policy": "always", "on_unsupported": "warn"}):
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.compile(module, options=inductor_rmsnorm.compile_options(**options))(x)
+        outcomes.append((counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"],
+                         len(inductor_rmsnorm.report(clear=True))))
+    # hits, misses, candidates seen: compiled; served from the cache (no pass ran); other options: compiled again
+    assert outcomes == [(0, 1, 1), (1, 1, 0), (1, 2, 1)]
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
