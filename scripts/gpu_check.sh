@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU-side checks and benchmarks, for a machine with a CUDA GPU (the device tool's H200), by group:
+#   tests       the test suite (CUDA tests included)
+#   sanitizers  compute-sanitizer memcheck and racecheck over scripts/sanitize_sweep.py
+#   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
+# Logs and JSON go to ${OUT:-gpu_check_out}; each step prints its last lines. All groups take longer than one
+# device call allows (10 minutes): run them in two calls, e.g. "tests sanitizers", then "benchmarks".
+# Usage: bash scripts/gpu_check.sh GROUP...
+set -uo pipefail
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks"; exit 2; }
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_check_out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export INDUCTOR_RMSNORM_CACHE_DIR="${INDUCTOR_RMSNORM_CACHE_DIR:-/tmp/inductor_rmsnorm_cache}"
+status=0
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, print its tail
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name"
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 4 "$out/$name.log"
+  [ $rc -eq 0 ] || { echo "!! $name exited $rc"; status=1; }
+}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+for group in "$@"; do
+  case "$group" in
+    tests)
+      step tests 300 python3 -m pytest -q -p no:cacheprovider tests ;;
+    sanitizers)
+      step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
+      for tool in memcheck racecheck; do
+        PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "$tool" 200 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+          python3 scripts/sanitize_sweep.py
+      done ;;
+    benchmarks)
+      step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
+      step block 200 python3 scripts/bench_block.py --json "$out/block.json"
+      step kernels 280 python3 scripts/bench_kernels.py --json "$out/kernels.json" ;;
+    *)
+      echo "unknown group $group (tests, sanitizers, benchmarks)"; exit 2 ;;
+  esac
+done
+exit $status
