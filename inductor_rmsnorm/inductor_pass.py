@@ -126,7 +126,8 @@ def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node, matched: se
         producer, views = _producer(node)
         # A pointwise producer whose result nothing else needs is computed inside Inductor's norm kernel, never
         # written; one whose result is needed elsewhere (a residual sum, the embeddings) is written either way.
-        private = all(user in matched or user in views for user in (producer, *views) for user in user.users)
+        chain = (producer, *views)
+        private = all(user in matched or user in views for link in chain for user in link.users)
         if _fuses_with_inductor(producer) and private:
             return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
     fused_consumers = sorted({str(c.target) for c in _consumers(output) if _fuses_with_inductor(c)})
@@ -184,7 +185,7 @@ class RMSNormPass(CustomGraphPass):
         """Accept (replace) or decline one match, recording why."""
         x, residual, weight = match.kwargs["x"], match.kwargs.get("residual"), match.kwargs.get("weight")
         output = match.output_nodes()[0]  # the norm's output (a fused-add match also returns the sum)
-        if output in self._declined:  # the unweighted part of a weighted norm declined a moment ago
+        if output in self._declined:  # part of a larger match (weighted, or after an add) declined a moment ago
             self._declined.update(match.nodes)
             return False
         x_value = x.meta["val"]
