@@ -194,8 +194,11 @@ class RMSNormPass(CustomGraphPass):
         reason = self._unsupported_reason(hidden, x_value, weight_value)
         if reason is None and residual is not None:
             reason = self._residual_reason(x_value, residual.meta["val"])
-        if reason is None and isinstance(match.kwargs["eps"], torch.fx.Node):
-            reason = self._eps_reason(match.kwargs["eps"].meta.get("val"))
+        # Before torch 2.13 extra_check sees the match re-traced with the real eps, in which a literal eps is part
+        # of the pattern and so absent from kwargs: only an eps computed in the graph (a Node) is there.
+        eps = match.kwargs.get("eps")
+        if reason is None and isinstance(eps, torch.fx.Node):
+            reason = self._eps_reason(eps.meta.get("val"))
         candidate = functools.partial(
             Candidate, output.name, search.name, search.residual, hidden if isinstance(hidden, int) else None,
             _dtype_name(x_value),

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.fixture(autouse=True)
-def fresh_compiles(monkeypatch):
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
-    torch._dynamo.reset()
-    inductor_rmsnorm.report(clear=True)
-    yield
-    torch._dynamo.reset()
+def fresh_compiles():
+    with torch._inductor.config.patch(fx_graph_cache=False):  # every compile runs the pass (config.patch: see test_inductor_pass)
+        torch._dynamo.reset()
+        inductor_rmsnorm.report(clear=True)
+        yield
+        torch._dynamo.reset()
 
 
 def randomised(module, dtype):

@@ -29,12 +29,12 @@ FAMILIES = {
 
 
 @pytest.fixture(autouse=True)
-def fresh_compiles(monkeypatch):
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    torch._dynamo.reset()
-    inductor_rmsnorm.report(clear=True)
-    yield
-    torch._dynamo.reset()
+def fresh_compiles():
+    with inductor_config.patch(fx_graph_cache=False):  # every compile runs the pass (config.patch: see test_inductor_pass)
+        torch._dynamo.reset()
+        inductor_rmsnorm.report(clear=True)
+        yield
+        torch._dynamo.reset()
 
 
 def build(family):
