@@ -32,6 +32,13 @@ extern "C" int inductor_rmsnorm_launch(void* out, const void* x, const void* wei
   const irn::Params params{out, x, weight, rows, x_row_stride, out_row_stride, eps};
   return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
 }
+
+// The same on contiguous rows: the eager hot path's call, whose cost is mostly ctypes converting arguments.
+extern "C" int inductor_rmsnorm_launch_contiguous(void* out, const void* x, const void* weight, int64_t rows,
+                                                  float eps, void* stream, int device) {
+  const irn::Params params{out, x, weight, rows, HIDDEN, HIDDEN, eps};
+  return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
+}
 #endif
 
 extern "C" const char* inductor_rmsnorm_error_string(int code) {

@@ -38,7 +38,8 @@ def rms_norm(
     torch computation, so training stays correct; a module's weight is a Parameter that requires grad, so the
     kernels serve patched modules under `torch.no_grad()` / `torch.inference_mode()` (as in `generate`).
     """
-    _check_mode(on_unsupported)
+    if on_unsupported != "fallback":  # inline: the default costs no function call
+        _check_mode(on_unsupported)
     if eps is None:
         eps = torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))

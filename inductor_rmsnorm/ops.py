@@ -137,8 +137,10 @@ class _Plan(NamedTuple):
     """What a call needs once its arguments are known to be served: checked and built once per key."""
 
     launch: object  # the instance's C launcher (ctypes); returns a CUDA error code
+    launch_contiguous: object  # the same for contiguous rows, with fewer arguments (None for fused add)
     instance: jit.KernelInstance
     output_dtype: torch.dtype
+    keeps_dtype: bool  # output dtype == input dtype: `empty_like(input)` without a dtype argument, which is cheaper
 
 
 # (hidden size, input dtype, weight dtype, formulation, device index) -> plan; the hot path's only lookup.
@@ -153,7 +155,8 @@ def _plan_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str
     if plan is None:
         key = jit.KernelKey.create(*lookup[:4], fused_add=fused_add)
         instance = jit.load(key, jit.arch_for_device(input.device))
-        plan = plans[lookup] = _Plan(instance.launch, instance, key.output_dtype)
+        plan = plans[lookup] = _Plan(instance.launch, getattr(instance, "launch_contiguous", None), instance,
+                                     key.output_dtype, key.output_dtype == input.dtype)
     return plan
 
 
@@ -240,9 +243,9 @@ def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float,
     rows = input.numel() // hidden
     if not rows:
         return None
-    out = torch.empty_like(input, dtype=plan.output_dtype)
-    code = plan.launch(out.data_ptr(), x_ptr, weight_ptr, rows, hidden, hidden, eps,
-                       torch._C._cuda_getCurrentRawStream(device), device)
+    out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
+    code = plan.launch_contiguous(out.data_ptr(), x_ptr, weight_ptr, rows, eps,
+                                  torch._C._cuda_getCurrentRawStream(device), device)
     if code:
         plan.instance.raise_error(code)
     return out
@@ -263,6 +266,9 @@ def run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, for
 
 
 def _rms_norm_cuda(input, weight, eps, formulation):
+    out = try_run_kernel(input, weight, eps, formulation)  # a call shaped like one served before: checked then
+    if out is not None:
+        return out
     check_kernel_arguments(input, weight, formulation)
     return run_kernel(input, weight, eps, formulation)
 
