@@ -6,10 +6,13 @@ against the reference.
         python scripts/sanitize_sweep.py
 
 (without the caching allocator every tensor is its own allocation, so an access past a row is caught).
+`--tool racecheck` is far slower per launch: give it a few CTA-kernel sizes (`--sizes 512 4096 8192 --tokens 7`),
+the only kernel with shared memory.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -22,17 +25,21 @@ TOKENS = (1, 7, 129)
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         print("the sanitizer sweep needs a CUDA GPU; skipped")
         return 0
     checked = failed = 0
-    for hidden in SIZES:
+    for hidden in args.sizes:
         for dtype in dispatch.INPUT_DTYPES:
             for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
                 for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
                     weight = None if weight_dtype is None else torch.randn(hidden, device="cuda", dtype=weight_dtype)
                     out_dtype = dispatch.output_dtype(dtype, weight_dtype, formulation)
-                    for tokens in TOKENS:
+                    for tokens in args.tokens:
                         padded = torch.randn(tokens, hidden + 16, device="cuda", dtype=dtype)
                         for x in (padded[:, :hidden].contiguous(), padded[:, :hidden]):
                             expected = rms_norm_reference(x, weight, 1e-6, formulation)
