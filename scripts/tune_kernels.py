@@ -3,6 +3,7 @@ hidden sizes and token counts, timed like bench_kernels.py (CUDA-graph replay, r
 copy bandwidth of the same run. Prints one table; the chosen default is recorded in docs/PERFORMANCE.md.
 
 Usage: python scripts/tune_kernels.py [--caps 256 512 1024] [--hidden ...] [--tokens ...] [--dtype bfloat16]
+                                     [--fused-add]   (the residual-add variant, whose blocks are 2 x cap threads)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 2048, 4096, 5120, 8192])
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 1024, 32768])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--fused-add", action="store_true", help="tune the fused residual-add variant")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("tuning needs a CUDA GPU; skipped")
@@ -37,7 +39,7 @@ def main() -> int:
     instances = {}
     for cap in args.caps:
         for hidden in args.hidden:
-            key = jit.KernelKey.create(hidden, dtype, dtype, "torch")
+            key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
             library = jit.build(key, arch, (f"-DINDUCTOR_RMSNORM_CTA_MAX_THREADS={cap}",))
             instances[cap, hidden] = jit.KernelInstance(key, library)
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
@@ -49,19 +51,26 @@ def main() -> int:
     for hidden in args.hidden:
         weight = torch.randn(hidden, device="cuda", dtype=dtype)
         for tokens in args.tokens:
-            moved = bytes_moved(tokens, hidden, dtype)
+            moved = bytes_moved(tokens, hidden, dtype) * (2 if args.fused_add else 1) - (
+                hidden * dtype.itemsize if args.fused_add else 0)  # fused: x, residual read; y, sum written
             calls, buffers = plan_replay(tokens * hidden * dtype.itemsize, moved, copy_bandwidth, launch_floor)
             inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffers)]
-            out = torch.empty_like(inputs[0])
+            residuals = [torch.randn_like(x) for x in inputs] if args.fused_add else None
+            out, residual_out = torch.empty_like(inputs[0]), torch.empty_like(inputs[0])
             cells = []
             keep_gpu_busy(0.05)
             for cap in args.caps:
                 instance = instances[cap, hidden]
 
                 def call(index, instance=instance):
-                    x = inputs[index % buffers]
-                    code = instance.launch(out.data_ptr(), x.data_ptr(), weight.data_ptr(), tokens, hidden, hidden,
-                                           1e-6, torch.cuda.current_stream().cuda_stream, 0)
+                    x, stream = inputs[index % buffers], torch.cuda.current_stream().cuda_stream
+                    if args.fused_add:
+                        code = instance.launch(out.data_ptr(), residual_out.data_ptr(), x.data_ptr(),
+                                               residuals[index % buffers].data_ptr(), weight.data_ptr(), tokens,
+                                               hidden, hidden, hidden, hidden, 1e-6, stream, 0)
+                    else:
+                        code = instance.launch(out.data_ptr(), x.data_ptr(), weight.data_ptr(), tokens, hidden,
+                                               hidden, 1e-6, stream, 0)
                     if code:
                         instance.raise_error(code)
 
