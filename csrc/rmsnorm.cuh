@@ -51,6 +51,16 @@ struct FusedAddParams : Params {
   int64_t residual_out_row_stride;  // elements
 };
 
+// Tuning switches (scripts/tune_kernels.py --variants; results in docs/PERFORMANCE.md).
+#ifndef INDUCTOR_RMSNORM_PREFETCH
+#define INDUCTOR_RMSNORM_PREFETCH 1  // load a block's next row before reducing this one (2x the row's registers)
+#endif
+#ifndef INDUCTOR_RMSNORM_STREAMING
+#define INDUCTOR_RMSNORM_STREAMING 0  // evict-first cache hints (ld/st.global.cs) on data touched once
+#endif
+constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
+constexpr bool kStreaming = INDUCTOR_RMSNORM_STREAMING != 0;
+
 namespace detail {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -80,6 +90,23 @@ struct alignas(16) Vec {
   __device__ __forceinline__ void store(T* p) const {
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = reinterpret_cast<const uint4*>(v)[c];
+  }
+  // For rows read or written exactly once (x, residual, y, the sum): the weight, reused by every row, uses load.
+  __device__ __forceinline__ void load_once(const T* p) {
+    if constexpr (kStreaming) {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(v)[c] = __ldcs(reinterpret_cast<const uint4*>(p) + c);
+    } else {
+      load(p);
+    }
+  }
+  __device__ __forceinline__ void store_once(T* p) const {
+    if constexpr (kStreaming) {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) __stcs(reinterpret_cast<uint4*>(p) + c, reinterpret_cast<const uint4*>(v)[c]);
+    } else {
+      store(p);
+    }
   }
 };
 
@@ -117,7 +144,7 @@ struct Normalize {
       if constexpr (std::is_same_v<TW, NoWeight>) out.v[j] = apply(x.v[j], inv_rms, 0);
       else out.v[j] = apply(x.v[j], inv_rms, w.v[j]);
     }
-    out.store(y);
+    out.store_once(y);
   }
 };
 
@@ -192,6 +219,7 @@ struct WarpRmsNorm {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
+  static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
   static_assert(kVecsPerRow % kLanesPerRow == 0, "the row must split evenly over its lanes");
@@ -216,16 +244,15 @@ struct WarpRmsNorm {
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
-    InVec r[kFusedAdd ? kVecsPerLane : 1];  // the residual row (fused-add variant only)
-    load_row<detail::Operand::kX>(v, p, first + group);
-    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, first + group);
+    InVec r[kResidualVecs];  // the residual row (fused-add variant only)
+    if constexpr (kPrefetch) load_operands(v, r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
-      // Prefetch this lane's next row, so its loads are in flight while this one is reduced and stored.
+      // With prefetch, this lane's next row is loaded now, in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
-      InVec next_r[kFusedAdd ? kVecsPerLane : 1];
-      load_row<detail::Operand::kX>(next, p, row + row_step);
-      if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(next_r, p, row + row_step);
+      InVec next_r[kResidualVecs];
+      if constexpr (kPrefetch) load_operands(next, next_r, p, row + row_step);
+      else load_operands(v, r, p, row);
       float sum_sq = 0.f;
       if (row < p.rows) {
         if constexpr (kFusedAdd) add_residual(v, r, p, row);
@@ -239,24 +266,30 @@ struct WarpRmsNorm {
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i) Norm::store(y + column(i), v[i], inv_rms, w[i]);
       }
+      if constexpr (kPrefetch) {
 #pragma unroll
-      for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
-      if constexpr (kFusedAdd) {
+        for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) r[i] = next_r[i];
+        for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
       }
     }
   }
 
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
 
-  // Loads `row` of an operand (x, or the fused-add variant's residual) if the row exists.
-  template <detail::Operand kOperand, int N>
-  __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
+  // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
+  __device__ static void load_operands(InVec (&v)[kVecsPerLane], InVec (&r)[kResidualVecs], const KernelParams& p,
+                                       int64_t row) {
     if (row >= p.rows) return;
+    load_row<detail::Operand::kX>(v, p, row);
+    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, row);
+  }
+
+  template <detail::Operand kOperand>
+  __device__ static void load_row(InVec (&v)[kVecsPerLane], const KernelParams& p, int64_t row) {
     const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
 #pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i) v[i].load(x + column(i));
+    for (int i = 0; i < kVecsPerLane; ++i) v[i].load_once(x + column(i));
   }
 
   // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
@@ -266,7 +299,7 @@ struct WarpRmsNorm {
 #pragma unroll
     for (int i = 0; i < kVecsPerLane; ++i) {
       detail::add_into(v[i], r[i]);
-      v[i].store(s + column(i));
+      v[i].store_once(s + column(i));
     }
   }
 
@@ -289,6 +322,7 @@ struct CtaRmsNorm {
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kRowsPerBlock = 1;
+  static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
 
@@ -320,15 +354,14 @@ struct CtaRmsNorm {
 
     int parity = 0;
     InVec v[kVecsPerThread];
-    InVec r[kFusedAdd ? kVecsPerThread : 1];  // the residual row (fused-add variant only)
-    load_row<detail::Operand::kX>(v, p, blockIdx.x);
-    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, blockIdx.x);
+    InVec r[kResidualVecs];  // the residual row (fused-add variant only)
+    if constexpr (kPrefetch) load_operands(v, r, p, blockIdx.x);
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-      // Prefetch the block's next row, so its loads are in flight across this row's barrier and stores.
+      // With prefetch, the block's next row is loaded now, in flight across this row's barrier and stores.
       InVec next[kVecsPerThread];
-      InVec next_r[kFusedAdd ? kVecsPerThread : 1];
-      load_row<detail::Operand::kX>(next, p, row + gridDim.x);
-      if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(next_r, p, row + gridDim.x);
+      InVec next_r[kResidualVecs];
+      if constexpr (kPrefetch) load_operands(next, next_r, p, row + gridDim.x);
+      else load_operands(v, r, p, row);
       if constexpr (kFusedAdd) add_residual(v, r, p, row);
       float sum_sq = 0.f;
 #pragma unroll
@@ -347,23 +380,29 @@ struct CtaRmsNorm {
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
         if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
+      if constexpr (kPrefetch) {
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
-      if constexpr (kFusedAdd) {
+        for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
 #pragma unroll
-        for (int i = 0; i < kVecsPerThread; ++i) r[i] = next_r[i];
+        for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
       }
     }
   }
 
-  // Loads `row` of an operand (x, or the fused-add variant's residual) if the row exists.
-  template <detail::Operand kOperand, int N>
-  __device__ static void load_row(InVec (&v)[N], const KernelParams& p, int64_t row) {
+  // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
+  __device__ static void load_operands(InVec (&v)[kVecsPerThread], InVec (&r)[kResidualVecs],
+                                       const KernelParams& p, int64_t row) {
     if (row >= p.rows) return;
+    load_row<detail::Operand::kX>(v, p, row);
+    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, row);
+  }
+
+  template <detail::Operand kOperand>
+  __device__ static void load_row(InVec (&v)[kVecsPerThread], const KernelParams& p, int64_t row) {
     const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
 #pragma unroll
     for (int i = 0; i < kVecsPerThread; ++i)
-      if (owns(i)) v[i].load(x + column(i));
+      if (owns(i)) v[i].load_once(x + column(i));
   }
 
   // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
@@ -374,7 +413,7 @@ struct CtaRmsNorm {
     for (int i = 0; i < kVecsPerThread; ++i) {
       if (!owns(i)) continue;
       detail::add_into(v[i], r[i]);
-      v[i].store(s + column(i));
+      v[i].store_once(s + column(i));
     }
   }
 

@@ -3,6 +3,7 @@ formulation x plain/fused residual add, at the smallest, a middle and the larges
 architecture (sm_90 by default).
 
 Fails when a kernel spills registers or uses a stack frame (local memory): the row must live in registers.
+The non-default tuning switches (scripts/tune_kernels.py) are compiled too, on bf16 instances.
 Usage: python scripts/check_kernels.py [--arch sm_90] [--jobs N]
 """
 
@@ -18,12 +19,17 @@ import tempfile
 from pathlib import Path
 
 
+import torch
+
 from inductor_rmsnorm import dispatch, jit
 
 SIZES_CHECKED = {"warp": (64, 128, 256), "cta": (512, 4096, 8192)}
+# Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
+SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",)}
 
 
 def keys_to_check() -> dict[str, list[jit.KernelKey]]:
+    """Compile groups: one per kernel class (defaults), one per tuning switch."""
     keys: dict[str, list[jit.KernelKey]] = {}
     for kernel_class, sizes in SIZES_CHECKED.items():
         for hidden in sizes:
@@ -35,19 +41,23 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
                             key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
                             if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
                                 keys[kernel_class].append(key)
+    for switch in SWITCHES:
+        keys[switch] = [jit.KernelKey.create(hidden, torch.bfloat16, torch.bfloat16, "torch", fused_add)
+                        for sizes in SIZES_CHECKED.values() for hidden in sizes for fused_add in (False, True)]
     return keys
 
 
 def compile_unit(keys: list[jit.KernelKey], arch: str, workdir: Path, name: str) -> str:
     """Compile explicit instantiations of `keys` into a cubin; returns ptxas's report."""
-    source = workdir / f"{name}.cu"
+    source = workdir / f"{name.replace(' ', '_')}.cu"
     lines = ['#include "rmsnorm.cuh"']
     lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{k.cxx_type()}>("
               f"const __grid_constant__ {k.cxx_type()}::KernelParams);" for k in keys]
     source.write_text("\n".join(lines) + "\n")
     number = arch.removeprefix("sm_")
     command = [jit.nvcc_path(), "-cubin", "-O3", "-std=c++17", f"-gencode=arch=compute_{number},code=sm_{number}",
-               "--ptxas-options=-v", f"-I{jit.csrc_dir()}", str(source), "-o", str(workdir / f"{name}.cubin")]
+               "--ptxas-options=-v", f"-I{jit.csrc_dir()}", *SWITCHES.get(name, ()), str(source),
+               "-o", str(workdir / f"{name.replace(' ', '_')}.cubin")]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"nvcc failed: {' '.join(command)}\n{result.stderr}")

@@ -1,9 +1,12 @@
-"""Tuning experiment on the GPU: the CTA kernel's thread cap (INDUCTOR_RMSNORM_CTA_MAX_THREADS) at several
-hidden sizes and token counts, timed like bench_kernels.py (CUDA-graph replay, rotating buffers), with the
-copy bandwidth of the same run. Prints one table; the chosen default is recorded in docs/PERFORMANCE.md.
+"""Tuning experiment on the GPU: the kernels built with different tuning switches (the INDUCTOR_RMSNORM_*
+macros of csrc/rmsnorm.cuh) at several hidden sizes and token counts, timed like bench_kernels.py (CUDA-graph
+replay, rotating buffers), with the copy bandwidth of the same run. Prints one table; the chosen defaults are
+recorded in docs/PERFORMANCE.md.
 
-Usage: python scripts/tune_kernels.py [--caps 256 512 1024] [--hidden ...] [--tokens ...] [--dtype bfloat16]
-                                     [--fused-add]   (the residual-add variant, whose blocks are 2 x cap threads)
+Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults):
+  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 \
+      [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
+(--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from inductor_rmsnorm import jit  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--caps", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--variants", nargs="+", default=["", "CTA_MAX_THREADS=512", "CTA_MAX_THREADS=1024"])
     parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 2048, 4096, 5120, 8192])
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 1024, 32768])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
@@ -37,17 +40,17 @@ def main() -> int:
     dtype = DTYPES[args.dtype]
     arch = jit.arch_for_device(0)
     instances = {}
-    for cap in args.caps:
+    for variant in args.variants:
+        flags = tuple(f"-DINDUCTOR_RMSNORM_{define.strip()}" for define in variant.split(",") if define.strip())
         for hidden in args.hidden:
             key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
-            library = jit.build(key, arch, (f"-DINDUCTOR_RMSNORM_CTA_MAX_THREADS={cap}",))
-            instances[cap, hidden] = jit.KernelInstance(key, library)
+            instances[variant, hidden] = jit.KernelInstance(key, jit.build(key, arch, flags))
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
     copy_bandwidth = measure_copy_bandwidth(10)
     launch_floor = measure_launch_floor(10)
     print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s, launch floor {launch_floor * 1e6:.2f} µs")
-    print("| hidden | tokens | " + " | ".join(f"cap {c}: µs (% copy)" for c in args.caps) + " |")
-    print("|---|---|" + "---|" * len(args.caps))
+    print("| hidden | tokens | " + " | ".join(f"{v or 'defaults'}: µs (% copy)" for v in args.variants) + " |")
+    print("|---|---|" + "---|" * len(args.variants))
     for hidden in args.hidden:
         weight = torch.randn(hidden, device="cuda", dtype=dtype)
         for tokens in args.tokens:
@@ -59,8 +62,8 @@ def main() -> int:
             out, residual_out = torch.empty_like(inputs[0]), torch.empty_like(inputs[0])
             cells = []
             keep_gpu_busy(0.05)
-            for cap in args.caps:
-                instance = instances[cap, hidden]
+            for variant in args.variants:
+                instance = instances[variant, hidden]
 
                 def call(index, instance=instance):
                     x, stream = inputs[index % buffers], torch.cuda.current_stream().cuda_stream
