@@ -42,7 +42,7 @@ def rms_norm(
         _check_mode(on_unsupported)
     if eps is None:
         eps = torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
+    needs_grad = (x.requires_grad or (weight is not None and weight.requires_grad)) and torch.is_grad_enabled()
     # The hot path first: on a small eager call this function's own cost is most of the wall time.
     if x.is_cuda and not needs_grad and not torch.compiler.is_compiling():
         out = ops.try_run_kernel(x, weight, eps, formulation)
