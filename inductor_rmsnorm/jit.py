@@ -149,7 +149,7 @@ def nvcc_path() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _nvcc_version(nvcc: str) -> str:
+def nvcc_version(nvcc: str) -> str:
     try:
         return subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as error:
@@ -170,7 +170,7 @@ def build_dir(arch: str, extra_flags: tuple[str, ...] = ()) -> Path:
     nvcc = nvcc_path()
     flags = " ".join(NVCC_FLAGS + extra_flags)
     key = hashlib.sha256(
-        "\0".join([_sources_digest(), flags, arch, _nvcc_version(nvcc), torch.__version__]).encode()
+        "\0".join([_sources_digest(), flags, arch, nvcc_version(nvcc), torch.__version__]).encode()
     ).hexdigest()[:16]
     return cache_dir() / f"{arch}-{key}"
 
