@@ -3,12 +3,13 @@
 #   tests       the test suite (CUDA tests included; ~4.5 min on the H200 with a cold JIT cache)
 #   sanitizers  compute-sanitizer memcheck over scripts/sanitize_sweep.py, racecheck over a few CTA sizes
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
+#   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
 # Logs and JSON go to ${OUT:-gpu_check_out}; each step prints its last lines. A device call allows 10 minutes:
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks tuning"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models tuning"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -40,13 +41,17 @@ for group in "$@"; do
       step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
       step block 200 python3 scripts/bench_block.py --json "$out/block.json"
       step kernels 280 python3 scripts/bench_kernels.py --json "$out/kernels.json" ;;
+    models)  # one model per step (each compiles 20 times); MODELS="llama3 qwen3 gemma3 mistral" picks them
+      for model in ${MODELS:-llama3}; do
+        step "models_$model" 500 python3 scripts/bench_models.py --models "$model" --json "$out/models_$model.json"
+      done ;;
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 150 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
           --variants "" PREFETCH=0 STREAMING=1 PREFETCH=0,STREAMING=1 --hidden 1024 4096 8192 --tokens 16 1024 32768
       done ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, tuning)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning)"; exit 2 ;;
   esac
 done
 exit $status
