@@ -185,6 +185,7 @@ __device__ __forceinline__ float group_sum(float v) {
 }
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 
 // Per-device launch shape cache: occupancy depends only on the kernel and the device.
 inline cudaError_t persistent_grid(const void* kernel, int threads, int64_t blocks_needed, int device,
@@ -207,14 +208,17 @@ constexpr int kMaxDevices = 64;
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------------------
-// Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64),
-// so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
+// Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
+// lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
+// Groups are a power of two of lanes (they tile the warp); a row of another vector count leaves a group's last
+// lanes idle on its last slot (`owns`).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? kVecsPerRow : 32;
-  static constexpr int kVecsPerLane = kVecsPerRow / kLanesPerRow;
+  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow) : 32;
+  static constexpr int kVecsPerLane = detail::ceil_div(kVecsPerRow, kLanesPerRow);
+  static constexpr bool kRagged = kLanesPerRow * kVecsPerLane != kVecsPerRow;
   static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
@@ -222,7 +226,6 @@ struct WarpRmsNorm {
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
-  static_assert(kVecsPerRow % kLanesPerRow == 0, "the row must split evenly over its lanes");
   static_assert(32 % kLanesPerRow == 0, "lane groups must tile the warp");
   static_assert(kVecsPerLane <= 8, "the warp kernel keeps at most 8 vectors per lane in registers");
 
@@ -238,7 +241,8 @@ struct WarpRmsNorm {
     // Each lane always serves the same columns, so its weight slice is loaded once.
     WVec w[kVecsPerLane];
 #pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+    for (int i = 0; i < kVecsPerLane; ++i)
+      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
     const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
@@ -257,14 +261,16 @@ struct WarpRmsNorm {
       if (row < p.rows) {
         if constexpr (kFusedAdd) add_residual(v, r, p, row);
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(sum_sq, v[i]);
+        for (int i = 0; i < kVecsPerLane; ++i)
+          if (owns(i)) detail::add_squares(sum_sq, v[i]);
       }
       sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
       if (row < p.rows) {
         const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
         TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) Norm::store(y + column(i), v[i], inv_rms, w[i]);
+        for (int i = 0; i < kVecsPerLane; ++i)
+          if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
       }
       if constexpr (kPrefetch) {
 #pragma unroll
@@ -276,6 +282,9 @@ struct WarpRmsNorm {
   }
 
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
+  __device__ static bool owns(int slot) {
+    return !kRagged || int(threadIdx.x % kLanesPerRow) + slot * kLanesPerRow < kVecsPerRow;
+  }
 
   // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
   __device__ static void load_operands(InVec (&v)[kVecsPerLane], InVec (&r)[kResidualVecs], const KernelParams& p,
@@ -289,7 +298,8 @@ struct WarpRmsNorm {
   __device__ static void load_row(InVec (&v)[kVecsPerLane], const KernelParams& p, int64_t row) {
     const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
 #pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i) v[i].load_once(x + column(i));
+    for (int i = 0; i < kVecsPerLane; ++i)
+      if (owns(i)) v[i].load_once(x + column(i));
   }
 
   // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
@@ -298,6 +308,7 @@ struct WarpRmsNorm {
     TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
 #pragma unroll
     for (int i = 0; i < kVecsPerLane; ++i) {
+      if (!owns(i)) continue;
       detail::add_into(v[i], r[i]);
       v[i].store_once(s + column(i));
     }
