@@ -245,8 +245,10 @@ class RMSNormPass(CustomGraphPass):
     def _on_unsupported(self, output: torch.fx.Node, reason: str, candidate: Candidate) -> None:
         mode = self.options.on_unsupported
         if mode == "error":
+            weight = f"{candidate.weight_dtype} weight" if candidate.weight_dtype else "no weight"
             raise RuntimeError(
-                f"inductor_rmsnorm: the RMSNorm at node {output.name} cannot be replaced: {reason} "
+                f"inductor_rmsnorm: the RMSNorm at node {output.name} (hidden size {candidate.hidden_size}, "
+                f"{candidate.dtype} input, {weight}) cannot be replaced: {reason} "
                 "(on_unsupported='error'; 'fallback' leaves it to Inductor)"
             )
         size = (candidate.hidden_size, candidate.dtype, candidate.weight_dtype)

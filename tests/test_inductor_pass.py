@@ -219,7 +219,8 @@ def test_unsupported_size_is_left_to_inductor_by_default():
 
 def test_unsupported_size_raises_in_error_mode():
     module = randomised(LlamaRMSNorm(2882), torch.bfloat16)
-    with pytest.raises(Exception, match=r"RMSNorm at node \w+ cannot be replaced: hidden size 2882 has no kernel; "
+    with pytest.raises(Exception, match=r"RMSNorm at node \w+ \(hidden size 2882, bfloat16 input, bfloat16 weight\) "
+                                        r"cannot be replaced: hidden size 2882 has no kernel; "
                                         r"supported hidden sizes: multiples of 8 elements"):
         compile_with(module, torch.randn(3, 2882, dtype=torch.bfloat16), on_unsupported="error")
 
