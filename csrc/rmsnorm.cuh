@@ -5,12 +5,13 @@
 // The struct's constants are the single source of truth for the launch shape; `run()` launches it.
 //
 // Shared by every kernel:
-//   * the whole row lives in registers: x is read once, y written once, with 16-byte vector accesses;
+//   * 16-byte vector accesses; x is read from memory once and y written once (the warp and CTA kernels hold the
+//     row in registers; the wide kernel reads it twice, the second time from L2);
 //   * fp32 accumulation; eps is a run-time value;
 //   * a persistent grid-stride loop over rows, the grid sized from occupancy and SM count;
 //   * any row stride (in elements) for input and output, last dimension contiguous;
-//   * the output may alias the input: a row is fully read before any of it is written, and no other row
-//     is touched meanwhile.
+//   * the output may alias the input: every element is read by the thread that writes it, before it writes
+//     it, and no other row is touched meanwhile.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -425,6 +426,113 @@ struct CtaRmsNorm {
       if (!owns(i)) continue;
       detail::add_into(v[i], r[i]);
       v[i].store_once(s + column(i));
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return rows; }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Wide kernel: one thread block normalises one row too long to hold in registers, in two passes over it. The
+// first sums the squares (the fused-add variant also writes x + residual); the second re-reads the row (the
+// sum, for fused add) and writes y. A row is at most 256 KiB and a few rows per SM are in flight, so the
+// second pass finds the row in L2 (60 MB on the H200): DRAM still sees each byte once.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct WideRmsNorm {
+  static constexpr int kVec = 16 / sizeof(TIn);
+  static constexpr int kVecsPerRow = kHidden / kVec;
+  static constexpr int kThreads = 512;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kUnroll = 4;  // vectors each thread has in flight per step
+  static constexpr int kVecsPerStep = kThreads * kUnroll;
+  static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
+  static constexpr int kRowsPerBlock = 1;
+
+  static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
+
+  using Norm = detail::Normalize<F, TIn, TW, TOut>;
+  using InVec = detail::Vec<TIn, kVec>;
+  using WVec = detail::WeightVec<TW, kVec>;
+  using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
+
+  // The vector index of this thread's slot `u` in `step`, and whether it is inside the row.
+  __device__ static int index(int step, int u) { return step * kVecsPerStep + u * kThreads + int(threadIdx.x); }
+  __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
+
+  __device__ static void body(const KernelParams& p) {
+    // Two buffers of per-warp partial sums, alternating by row: one barrier per row (as in CtaRmsNorm).
+    __shared__ float partial[2][kWarps];
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    int parity = 0;
+    for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+      const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+      // The row the second pass reads: x, or the sum the first pass wrote (fused add).
+      const TIn* second = x;
+      float sum_sq = 0.f;
+      if constexpr (kFusedAdd) {
+        const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
+        TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+        second = s;
+#pragma unroll 1  // one step's vectors in registers at a time
+        for (int step = 0; step < kSteps; ++step) {
+          InVec v[kUnroll], r[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const int i = index(step, u);
+            if (inside(i)) {
+              v[u].load(x + i * kVec);
+              r[u].load(residual + i * kVec);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const int i = index(step, u);
+            if (!inside(i)) continue;
+            detail::add_into(v[u], r[u]);
+            v[u].store(s + i * kVec);  // a plain store: the second pass reads it back from L2
+            detail::add_squares(sum_sq, v[u]);
+          }
+        }
+      } else {
+#pragma unroll 1  // one step's vectors in registers at a time
+        for (int step = 0; step < kSteps; ++step) {
+          InVec v[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u)
+            if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);  // cached: read again below
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u)
+            if (inside(index(step, u))) detail::add_squares(sum_sq, v[u]);
+        }
+      }
+      sum_sq = detail::group_sum<32>(sum_sq);
+      if (lane == 0) partial[parity][warp] = sum_sq;
+      __syncthreads();
+      float total = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarps; ++k) total += partial[parity][k];
+      parity ^= 1;
+
+      const float inv_rms = rsqrtf(total / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll 1
+      for (int step = 0; step < kSteps; ++step) {
+        InVec v[kUnroll];
+        WVec w[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = index(step, u);
+          if (!inside(i)) continue;
+          v[u].load_once(second + i * kVec);  // its last read
+          w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = index(step, u);
+          if (inside(i)) Norm::store(y + i * kVec, v[u], inv_rms, w[u]);
+        }
+      }
     }
   }
 

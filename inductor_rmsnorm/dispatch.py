@@ -29,6 +29,8 @@ KERNEL_TABLE = (
     ("warp", lambda hidden, itemsize: hidden <= 256, "up to 256"),
     # the row in registers: longer rows spill in the fused residual-add variant (scripts/check_kernels.py)
     ("cta", lambda hidden, itemsize: hidden <= 8192, "from 264 (16-bit) or 260 (float32) to 8192"),
+    # two passes over the row, the second from L2
+    ("wide", lambda hidden, itemsize: hidden <= 65536, "from 8200 (16-bit) or 8196 (float32) to 65536"),
 )
 
 SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " + "; ".join(
@@ -36,7 +38,7 @@ SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " +
 
 
 def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | None:
-    """The kernel class ("warp" or "cta") that normalises rows of `hidden_size` elements of `dtype`, or None."""
+    """The kernel class ("warp", "cta" or "wide") that normalises rows of `hidden_size` elements of `dtype`, or None."""
     if dtype not in INPUT_DTYPES:
         return None
     itemsize = dtype.itemsize

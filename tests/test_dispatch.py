@@ -12,6 +12,8 @@ def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
         return "warp"
     if hidden <= 8192:
         return "cta"
+    if hidden <= 65536:
+        return "wide"
     return None
 
 
@@ -26,10 +28,11 @@ def test_counts_of_supported_sizes():
         supported = [h for h in range(70001) if kernel_for(h, dtype)]
         assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 256 // vector
         assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (8192 - 256) // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - 8192) // vector
         assert supported[:3] == [vector, 2 * vector, 3 * vector]
-        assert supported[-1] == 8192
-    assert [h for h in (2880, 5376, 7168, 1536, 512, 96, 192) if kernel_for(h)] == [2880, 5376, 7168, 1536, 512, 96,
-                                                                                  192]
+        assert supported[-1] == 65536
+    real_models = (2880, 5376, 7168, 12288, 16384, 1536, 512, 96, 192)  # issue 4's list
+    assert [h for h in real_models if kernel_for(h)] == list(real_models)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int32, torch.float8_e4m3fn])
@@ -39,11 +42,11 @@ def test_no_kernel_for_other_dtypes(dtype):
 
 
 def test_unsupported_reason_names_size_and_supported_set():
-    for hidden in (2884, 16384):
+    for hidden in (2884, 65544):
         reason = dispatch.unsupported_reason(hidden, torch.bfloat16, torch.bfloat16)
         assert reason == (f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8 elements in "
                           "16-bit types, of 4 in float32: up to 256 (warp kernel); from 264 (16-bit) or 260 (float32) "
-                          "to 8192 (cta kernel)")
+                          "to 8192 (cta kernel); from 8200 (16-bit) or 8196 (float32) to 65536 (wide kernel)")
 
 
 def test_weight_dtype_rules():

@@ -150,7 +150,7 @@ def test_eager_api_falls_back_on_unsupported_sizes():
     )
 
 
-@pytest.mark.parametrize("hidden", [0, 2882, 16384, 9000, 98])
+@pytest.mark.parametrize("hidden", [0, 2882, 65544, 98])
 def test_eager_api_error_mode_names_the_size(hidden):
     x = torch.randn(3, hidden)
     with pytest.raises(RuntimeError, match=f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8"):
