@@ -7,6 +7,11 @@ cold build takes seconds and a cached one loads in milliseconds.
 Cache layout: ``<cache dir>/<arch>-<key>/<instance>.so`` plus ``<instance>.sha256`` (written last, so a
 library without a matching digest is a partial or corrupt entry and is rebuilt) and ``<instance>.log``
 (nvcc's output). ``key`` hashes the sources, the flags, the nvcc and torch versions.
+
+Shared objects are loaded only from directories that belong to this user (or root) and that no one else can
+write to; the cache's directories are created private (0700). A cache that is unsafe, cannot be created or
+is read-only where a build is needed is replaced, with one warning, by a private directory under the system's
+temporary directory.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import dataclasses
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -28,6 +35,8 @@ from pathlib import Path
 import torch
 
 from . import dispatch
+
+logger = logging.getLogger("inductor_rmsnorm")
 
 CACHE_DIR_ENV = "INDUCTOR_RMSNORM_CACHE_DIR"
 NVCC_ENV = "INDUCTOR_RMSNORM_NVCC"
@@ -213,15 +222,66 @@ def build(key: KernelKey, arch: str, extra_flags: tuple[str, ...] = ()) -> Path:
     (tuning experiments) go to nvcc and into the cache key.
 
     Safe across processes: builders of one instance take turns on a file lock, and the library is renamed into
-    place before its digest is written, so readers never see a half-written entry as complete.
+    place before its digest is written, so readers never see a half-written entry as complete. Where the cache
+    cannot be used (see the module's docstring) the instance is built in a private temporary directory.
     """
     directory = build_dir(arch, extra_flags)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build_in(directory, key, arch, extra_flags)
+    except _UnusableDirectory as problem:
+        fallback = _fallback_root() / directory.name
+        if directory.parent not in _warned_roots:
+            _warned_roots.add(directory.parent)
+            logger.warning("inductor_rmsnorm: the kernel cache %s cannot be used (%s); building in %s instead",
+                           directory.parent, problem, fallback.parent)
+    try:
+        return _build_in(fallback, key, arch, extra_flags)
+    except _UnusableDirectory as problem:
+        raise BuildError(f"neither the kernel cache {directory.parent} nor {fallback.parent} can be used: "
+                         f"{problem}; point ${CACHE_DIR_ENV} at a private directory") from None
+
+
+class _UnusableDirectory(Exception):
+    """A cache directory that must not be used, or cannot be, for this build."""
+
+
+_warned_roots: set[Path] = set()
+
+
+def _fallback_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"inductor_rmsnorm-{os.getuid()}"
+
+
+def _unsafe_reason(directory: Path) -> str | None:
+    """Why shared objects in `directory` must not be loaded, or None: it must belong to this user (or root)
+    and be writable by no one else."""
+    status = directory.stat()
+    if status.st_uid not in (os.getuid(), 0):
+        return f"{directory} belongs to another user (uid {status.st_uid})"
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{directory} is writable by other users (mode {stat.S_IMODE(status.st_mode):o})"
+    return None
+
+
+def _build_in(directory: Path, key: KernelKey, arch: str, extra_flags: tuple[str, ...]) -> Path:
+    try:
+        for private in (directory.parent, directory):  # the cache root, then the instance directory
+            private.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise _UnusableDirectory(f"cannot create {error.filename}: {error.strerror}") from None
+    for private in (directory.parent, directory):
+        reason = _unsafe_reason(private)
+        if reason is not None:
+            raise _UnusableDirectory(reason)
     library = directory / f"{key.name}.so"
     digest_file = directory / f"{key.name}.sha256"
     if _is_complete(library, digest_file):
         return library
-    with open(directory / f"{key.name}.lock", "w") as lock:
+    try:
+        lock = open(directory / f"{key.name}.lock", "w")
+    except OSError as error:
+        raise _UnusableDirectory(f"{directory} is not writable: {error.strerror}") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _is_complete(library, digest_file):  # another process may have built it while we waited
             digest_file.unlink(missing_ok=True)

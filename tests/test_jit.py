@@ -1,9 +1,12 @@
 """The JIT cache on the CPU: nvcc builds for sm_90 here, nothing is loaded onto a GPU."""
 
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -117,3 +120,61 @@ def test_cli_builds_with_progress_and_names_what_it_skips(monkeypatch, tmp_path,
 def test_cli_with_nothing_to_build_fails(capsys):
     assert cli.main(["build", "--hidden", "100", "--arch", "sm_90"]) == 1
     assert "nothing to build" in capsys.readouterr().out
+
+
+@pytest.fixture
+def private_tmp(monkeypatch, tmp_path):
+    """tempfile's directory (where an unusable cache falls back to) inside this test's tmp_path."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp / f"inductor_rmsnorm-{os.getuid()}"
+
+
+@needs_nvcc
+def test_cache_directories_are_created_private(monkeypatch, tmp_path):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    previous = os.umask(0o002)  # a umask that would make directories group-writable
+    try:
+        library = jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(d.stat().st_mode) for d in (tmp_path / "cache", library.parent)] == [0o700, 0o700]
+
+
+@needs_nvcc
+def test_a_cache_other_users_can_write_to_is_not_loaded_from(monkeypatch, tmp_path, private_tmp, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(shared))
+    with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
+        library = jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
+    assert library.parent.parent == private_tmp and library.is_file()
+    assert list(shared.rglob("*.so")) == []
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"the kernel cache {shared} cannot be used ({shared} is writable by other users (mode 777))" in warning
+    assert f"building in {private_tmp} instead" in warning
+
+
+@needs_nvcc
+def test_a_cache_that_cannot_be_created_falls_back(monkeypatch, tmp_path, private_tmp):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(blocker / "cache"))
+    library = jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
+    assert library.parent.parent == private_tmp
+
+
+@needs_nvcc
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a directory to another user")
+def test_a_fallback_directory_someone_else_owns_is_refused(monkeypatch, tmp_path, private_tmp):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    private_tmp.mkdir(mode=0o700)
+    os.chown(private_tmp, 12345, 12345)  # planted by another user before us
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(shared))
+    with pytest.raises(jit.BuildError, match=rf"nor {private_tmp} can be used: {private_tmp} belongs to another user "
+                                             r"\(uid 12345\); point \$INDUCTOR_RMSNORM_CACHE_DIR at a private"):
+        jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
