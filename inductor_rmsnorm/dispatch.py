@@ -6,8 +6,11 @@ One table (`KERNEL_TABLE`) and one function (`kernel_for`) decide; everything el
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
+
+logger = logging.getLogger("inductor_rmsnorm")
 
 # How the normalised row meets the weight (DESIGN.md, "Semantics to reproduce exactly"):
 #   "torch": F.rms_norm / nn.RMSNorm: fp32 throughout, one rounding at the end;
@@ -48,6 +51,22 @@ def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | N
         if serves(hidden_size, itemsize):
             return kernel_class
     return None
+
+
+# The oldest GPUs the kernels are built and tested for: A100 (sm_80) onwards.
+MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+@functools.lru_cache(maxsize=None)  # per GPU: the warning below is logged once
+def gpu_reason(device_index: int) -> str | None:
+    """Why the kernels cannot run on the GPU at `device_index` (too old), or None when they can."""
+    major, minor = torch.cuda.get_device_capability(device_index)
+    if (major, minor) >= MIN_COMPUTE_CAPABILITY:
+        return None
+    reason = (f"GPU {device_index} ({torch.cuda.get_device_name(device_index)}) is sm_{major}{minor}; the kernels "
+              f"need sm_{MIN_COMPUTE_CAPABILITY[0]}{MIN_COMPUTE_CAPABILITY[1]} or newer")
+    logger.warning("inductor_rmsnorm: %s: its RMSNorms run torch's computation", reason)
+    return reason
 
 
 def weight_dtypes_for(input_dtype: torch.dtype) -> tuple[torch.dtype, ...]:

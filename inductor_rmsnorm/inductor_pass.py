@@ -224,6 +224,9 @@ class RMSNormPass(CustomGraphPass):
             reason = f"the weight has shape {list(weight_value.shape)}, not [{hidden}]"
         if reason is None and hidden > 1 and x_value.stride(-1) != 1:
             reason = f"the input's last dimension is not contiguous (stride {x_value.stride(-1)})"
+        if reason is None and x_value.device.type == "cuda":
+            index = x_value.device.index
+            reason = dispatch.gpu_reason(torch.cuda.current_device() if index is None else index)
         return reason
 
     @staticmethod

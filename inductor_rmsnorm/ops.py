@@ -46,13 +46,19 @@ def check_arguments(input: torch.Tensor, weight: torch.Tensor | None, formulatio
 
 
 def why_no_kernel(input: torch.Tensor, weight: torch.Tensor | None) -> str | None:
-    """Why the kernels cannot serve this call (size, dtypes, layout), or None when they can."""
+    """Why the kernels cannot serve this call (size, dtypes, layout, a GPU too old), or None when they can."""
     # int(): the kernels are built per hidden size, so a symbolic one is specialised (one guard)
     hidden = int(input.shape[-1])
     reason = dispatch.unsupported_reason(hidden, input.dtype, None if weight is None else weight.dtype)
     if reason is None and hidden > 1 and input.stride(-1) != 1:
         reason = f"the last dimension of input is not contiguous (stride {input.stride(-1)}; the kernels need 1)"
+    if reason is None and input.device.type == "cuda":
+        reason = dispatch.gpu_reason(_device_index(input.device))
     return reason
+
+
+def _device_index(device: torch.device) -> int:
+    return torch.cuda.current_device() if device.index is None else device.index
 
 
 def _output_dtype(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> torch.dtype:

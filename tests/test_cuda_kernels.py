@@ -13,6 +13,7 @@ import torch
 import inductor_rmsnorm
 from inductor_rmsnorm import dispatch, jit, kernel_for, ops
 from inductor_rmsnorm.numerics import ulp_difference
+from inductor_rmsnorm.reference import rms_norm_reference
 from modules import LlamaRMSNorm, check_against_eager, eager_module, random_weight
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -192,3 +193,26 @@ def test_eager_api_and_patch_on_cuda():
     with pytest.raises(RuntimeError, match="hidden size 98"):
         inductor_rmsnorm.rms_norm(torch.randn(3, 98, device="cuda"), on_unsupported="error")
     assert ulp_difference(inductor_rmsnorm.rms_norm(x, None, None), torch.nn.functional.rms_norm(x, (128,))).within()
+
+
+@pytest.fixture
+def pretend_sm75(monkeypatch):
+    """The GPU seen as a Turing one (sm_75): no kernel may run; no plan from earlier tests may serve a call."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(ops, "_plans", {})
+    dispatch.gpu_reason.cache_clear()
+    yield
+    dispatch.gpu_reason.cache_clear()
+
+
+def test_a_gpu_older_than_sm80_falls_back_to_torch_with_one_warning(pretend_sm75, caplog):
+    x = torch.randn(5, 4096, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    with caplog.at_level("WARNING", logger="inductor_rmsnorm"):
+        results = [inductor_rmsnorm.rms_norm(x, weight, 1e-6, formulation="llama") for _ in range(2)]
+    expected = rms_norm_reference(x, weight, 1e-6, "llama")
+    assert all(torch.equal(result, expected) for result in results)
+    assert len([r for r in caplog.records if "is sm_75; the kernels need sm_80 or newer" in r.getMessage()]) == 1
+    assert not ops._plans  # nothing was built or launched
+    with pytest.raises(RuntimeError, match="is sm_75; the kernels need sm_80"):
+        inductor_rmsnorm.rms_norm(x, weight, 1e-6, on_unsupported="error")

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -62,3 +64,29 @@ def test_output_dtype_follows_each_formulation():
     assert dispatch.output_dtype(bf16, fp32, "torch") == bf16
     assert dispatch.output_dtype(bf16, fp32, "gemma") == bf16
     assert dispatch.output_dtype(bf16, None, "llama") == bf16
+
+
+@pytest.fixture
+def gpu_of_capability(monkeypatch):
+    """Pretend every GPU has the given compute capability (gpu_reason's cache cleared around the test)."""
+    def pretend(major, minor):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    dispatch.gpu_reason.cache_clear()
+    yield pretend
+    dispatch.gpu_reason.cache_clear()
+
+
+def test_gpus_older_than_sm80_have_no_kernel_and_one_warning(gpu_of_capability, caplog):
+    gpu_of_capability(7, 5)
+    with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
+        reasons = [dispatch.gpu_reason(0) for _ in range(3)]
+    assert reasons == ["GPU 0 (Tesla T4) is sm_75; the kernels need sm_80 or newer"] * 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "inductor_rmsnorm: GPU 0 (Tesla T4) is sm_75; the kernels need sm_80 or newer: its RMSNorms run torch's "
+        "computation"]
+
+
+def test_sm80_and_newer_gpus_have_kernels(gpu_of_capability):
+    gpu_of_capability(8, 0)
+    assert dispatch.gpu_reason(0) is None

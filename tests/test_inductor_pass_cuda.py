@@ -77,3 +77,16 @@ def test_dynamic_true_compile_with_eps_as_a_tensor():
             expected = inductor_rmsnorm.ops.rms_norm(x, module.weight, 1e-6, "llama_single_rounding")
             torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
     assert len(inductor_rmsnorm.report().replaced) == 1
+
+
+def test_a_gpu_older_than_sm80_is_left_to_inductor(monkeypatch):
+    # gpu_reason itself is tested on the CPU (test_dispatch); a pretended capability would also mislead Triton
+    reason = "GPU 0 (Tesla T4) is sm_75; the kernels need sm_80 or newer"
+    monkeypatch.setattr(inductor_rmsnorm.dispatch, "gpu_reason", lambda index: reason)
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    with torch.no_grad():
+        torch.compile(module, options=inductor_rmsnorm.compile_options())(
+            torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16))
+    report = inductor_rmsnorm.report()
+    assert not report.replaced
+    assert [c.reason for c in report.left_alone] == [reason]
