@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU-side checks and benchmarks, for a machine with a CUDA GPU (the device tool's H200), by group:
-#   tests       the test suite (CUDA tests included; ~4.5 min on the H200 with a cold JIT cache)
+#   tests       the test suite (CUDA tests included; ~4.5 min on the H200 with a cold JIT cache, plus the 60 s
+#               threaded stress test)
 #   sanitizers  compute-sanitizer memcheck over scripts/sanitize_sweep.py, racecheck over a few CTA and wide sizes
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
@@ -29,7 +30,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/gpu.txt
 for group in "$@"; do
   case "$group" in
     tests)
-      step tests 300 python3 -m pytest -q -p no:cacheprovider tests ;;
+      step tests 560 python3 -m pytest -q -p no:cacheprovider tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
       PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 1 \

@@ -1,0 +1,128 @@
+"""Hardening on a GPU: NaN/Inf, 64-bit offsets, determinism across runs and batch compositions, a GPU other than
+the current one, and many threads on their own streams.
+
+`INDUCTOR_RMSNORM_STRESS_SECONDS` sets how long the threaded test runs (60 s by default, the issue's bar).
+"""
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+import inductor_rmsnorm
+from inductor_rmsnorm import ops
+from inductor_rmsnorm.numerics import ulp_difference
+from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
+from modules import check_against_eager, eager_module, random_weight
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# (hidden, dtype): one size of each kernel class
+SHAPES = [(128, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32)]
+
+
+@pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
+@pytest.mark.parametrize("formulation", ["torch", "llama", "gemma"])
+def test_nan_and_inf_propagate_as_in_the_eager_module(hidden, dtype, formulation):
+    weight = random_weight(formulation, hidden, dtype, "cuda")
+    module = eager_module(formulation, hidden, weight, 1e-6).cuda()
+    x = torch.randn(6, hidden, device="cuda", dtype=dtype)
+    x[1, 3] = float("nan")
+    x[2, 5] = float("inf")
+    x[3, 7] = float("-inf")
+    x[4] = 0  # an all-zero row: 0 * rsqrt(eps)
+    with torch.no_grad():
+        expected = module(x)
+    out = ops.rms_norm(x, weight, 1e-6, formulation)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert torch.equal(out.isinf(), expected.isinf())
+    finite = expected.isfinite().all(-1)
+    assert finite.tolist() == [True, False, False, False, True, True]
+    assert check_against_eager(out[finite], expected[finite], x[finite], weight, 1e-6, formulation) is None
+
+
+def test_more_than_2_to_the_31_elements():
+    hidden = 4096
+    rows = 2**31 // hidden + 64  # 2^31 + 2^18 elements: 4.3 GB of bf16 in, as much out
+    x = torch.empty(rows, hidden, device="cuda", dtype=torch.bfloat16)
+    x[:64].normal_()
+    x[64:-64] = 1.0
+    x[-64:].normal_()
+    weight = torch.randn(hidden, device="cuda", dtype=torch.bfloat16)
+    out = ops.rms_norm(x, weight, 1e-6, "torch")
+    for part in (slice(0, 64), slice(rows - 64, rows)):  # the rows past 2^31 elements too
+        assert ulp_difference(out[part], rms_norm_reference(x[part], weight, 1e-6, "torch")).within()
+    assert torch.equal(out[1000], (weight.float() * 1.0).to(torch.bfloat16))  # a row of ones: rms 1
+    del x, out
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
+def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
+    weight = torch.randn(hidden, device="cuda", dtype=dtype)
+    x = torch.randn(3000, hidden, device="cuda", dtype=dtype)
+    residual = torch.randn_like(x)
+    batch = ops.rms_norm(x, weight, 1e-6, "llama")
+    fused = ops.fused_add_rms_norm(x, residual, weight, 1e-6, "llama")
+    for _ in range(3):  # again, bit for bit
+        assert torch.equal(ops.rms_norm(x, weight, 1e-6, "llama"), batch)
+        assert all(map(torch.equal, ops.fused_add_rms_norm(x, residual, weight, 1e-6, "llama"), fused))
+    for rows in (slice(0, 1), slice(17, 18), slice(5, 300), slice(2999, 3000)):  # other batch compositions
+        assert torch.equal(ops.rms_norm(x[rows], weight, 1e-6, "llama"), batch[rows])
+        alone = ops.fused_add_rms_norm(x[rows].clone(), residual[rows].clone(), weight, 1e-6, "llama")
+        assert torch.equal(alone[0], fused[0][rows]) and torch.equal(alone[1], fused[1][rows])
+    shuffled = torch.randperm(3000, device="cuda")
+    assert torch.equal(ops.rms_norm(x[shuffled], weight, 1e-6, "llama"), batch[shuffled])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_gpu_other_than_the_current_one():
+    torch.cuda.set_device(0)
+    x = torch.randn(33, 4096, device="cuda:1", dtype=torch.bfloat16)
+    weight = torch.randn(4096, device="cuda:1", dtype=torch.bfloat16)
+    residual = torch.randn_like(x)
+    out = ops.rms_norm(x, weight, 1e-6, "torch")  # on cuda:1's current stream, with cuda:0 current
+    y, s = ops.fused_add_rms_norm(x, residual, weight, 1e-6, "torch")
+    eager = inductor_rmsnorm.rms_norm(x, weight, 1e-6)
+    assert torch.cuda.current_device() == 0
+    assert out.device == y.device == eager.device == torch.device("cuda:1")
+    expected = rms_norm_reference(x, weight, 1e-6, "torch")
+    assert ulp_difference(out, expected).within() and torch.equal(out, eager)
+    expected_y, expected_s = fused_add_rms_norm_reference(x, residual, weight, 1e-6, "torch")
+    assert torch.equal(s, expected_s) and ulp_difference(y, expected_y).within()
+
+
+def test_threads_on_their_own_streams_get_correct_results():
+    seconds = float(os.environ.get("INDUCTOR_RMSNORM_STRESS_SECONDS", "60"))
+    shapes = [(7, 4096), (129, 2048), (1, 128), (1000, 8192)] * 2
+    weights = {hidden: torch.randn(hidden, device="cuda", dtype=torch.bfloat16) for _, hidden in shapes}
+    for tokens, hidden in shapes:  # build and load before the clock starts
+        inductor_rmsnorm.rms_norm(torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16), weights[hidden])
+    counts, errors = [0] * len(shapes), []
+
+    def worker(index, tokens, hidden):
+        stream = torch.cuda.Stream()
+        deadline = time.monotonic() + seconds
+        try:
+            with torch.cuda.stream(stream):
+                while time.monotonic() < deadline:
+                    x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+                    out = inductor_rmsnorm.rms_norm(x, weights[hidden], 1e-6)
+                    expected = rms_norm_reference(x, weights[hidden], 1e-6, "torch")
+                    if not ulp_difference(out, expected).within():
+                        errors.append(f"thread {index}: {tokens} x {hidden} wrong")
+                        return
+                    counts[index] += 1
+            stream.synchronize()
+        except Exception as error:  # a thread's failure must fail the test
+            errors.append(f"thread {index}: {error!r}")
+
+    threads = [threading.Thread(target=worker, args=(i, *shape)) for i, shape in enumerate(shapes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert all(count > 0 for count in counts), counts
