@@ -7,6 +7,9 @@ Providers, all for x [tokens, hidden] and a weight [hidden] of one dtype, eps 1e
   F.rms_norm  torch.nn.functional.rms_norm
   inductor    torch.compile(F.rms_norm), default options, dynamic=False (one compile per shape)
   liger       Liger-Kernel's LigerRMSNormFunction, when liger_kernel is importable
+With --fused-add each computes s = x + residual and norm(s), returning both (ours: fused_add_rms_norm; liger:
+LigerFusedAddRMSNormFunction; the others add first), and the bytes moved are x and residual read, y and s
+written, the weight read.
 
 Each time is the median per-call time over CUDA-graph replays of a sequence of calls that cycles through enough
 input buffers to exceed twice the L2 (DESIGN.md, "Conventions"). A '*' marks a provider whose capture failed and
@@ -74,10 +77,22 @@ def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), weight, EPS)
 
 
+def our_fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor):
+    return ops.fused_add_rms_norm(x, residual, weight, EPS, "torch")
+
+
+def after_residual_add(norm: Callable) -> Callable:
+    """norm(x + residual) and the sum, as a decoder layer computes them with two ops."""
+    def fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor):
+        s = x + residual
+        return norm(s, weight), s
+    return fused
+
+
 @dataclasses.dataclass(frozen=True)
 class Provider:
     name: str
-    function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    function: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]  # (x, weight) or (x, residual, weight)
     serves: Callable[[int, torch.dtype], bool] = lambda hidden, dtype: True
 
 
@@ -91,27 +106,39 @@ def configure_torch_compile() -> None:
     torch._inductor.config.post_grad_custom_post_pass = None
 
 
-def liger_rms_norm() -> tuple[Callable | None, str | None]:
-    """Liger's RMSNorm, or None and why it is unavailable."""
+def liger_rms_norm(fused_add: bool) -> tuple[Callable | None, str | None]:
+    """Liger's RMSNorm (or its fused residual add), or None and why it is unavailable."""
     try:
-        from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+        if fused_add:
+            from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
+        else:
+            from liger_kernel.ops.rms_norm import LigerRMSNormFunction
     except Exception as error:  # not installed, or broken against this torch/triton: skip the column either way
         return None, f"liger_kernel is not importable ({type(error).__name__}: {error})"
+    if fused_add:
+        return (lambda x, residual, weight: LigerFusedAddRMSNormFunction.apply(x, residual, weight, EPS)), None
     return (lambda x, weight: LigerRMSNormFunction.apply(x, weight, EPS)), None
 
 
-def make_providers(names: list[str]) -> tuple[list[Provider], dict[str, str]]:
+def reference_function(fused_add: bool) -> Callable:
+    """What every provider's output is checked against."""
+    return after_residual_add(torch_rms_norm) if fused_add else torch_rms_norm
+
+
+def make_providers(names: list[str], fused_add: bool) -> tuple[list[Provider], dict[str, str]]:
     """The providers asked for, and those skipped with the reason."""
     available: dict[str, Provider] = {}
     skipped: dict[str, str] = {}
-    available["ours"] = Provider("ours", our_rms_norm, lambda hidden, dtype: kernel_for(hidden, dtype) is not None)
-    available["hf_eager"] = Provider("hf_eager", hf_llama_rms_norm)
-    available["F.rms_norm"] = Provider("F.rms_norm", torch_rms_norm)
+    has_kernel = lambda hidden, dtype: kernel_for(hidden, dtype) is not None  # noqa: E731
+    available["ours"] = Provider("ours", our_fused_add_rms_norm if fused_add else our_rms_norm, has_kernel)
+    hf_eager = after_residual_add(hf_llama_rms_norm) if fused_add else hf_llama_rms_norm
+    available["hf_eager"] = Provider("hf_eager", hf_eager)
+    available["F.rms_norm"] = Provider("F.rms_norm", reference_function(fused_add))
     if "inductor" in names:
         configure_torch_compile()
-        available["inductor"] = Provider("inductor", torch.compile(torch_rms_norm, dynamic=False))
+        available["inductor"] = Provider("inductor", torch.compile(reference_function(fused_add), dynamic=False))
     if "liger" in names:
-        liger, reason = liger_rms_norm()
+        liger, reason = liger_rms_norm(fused_add)
         if liger is None:
             skipped["liger"] = reason
         else:
@@ -211,10 +238,14 @@ class WrongResult(Exception):
     """A provider's output is not close to F.rms_norm's: its time would mean nothing."""
 
 
-def check_output(output: torch.Tensor, expected: torch.Tensor) -> None:
-    tolerance = CHECK_TOLERANCE[expected.dtype]
+def check_output(output, expected) -> None:
+    """Outputs (a tensor, or y and the sum) close to the reference's."""
+    outputs, expectations = (output, expected) if isinstance(expected, tuple) else ((output,), (expected,))
     try:
-        torch.testing.assert_close(output, expected, rtol=tolerance, atol=tolerance)
+        assert len(outputs) == len(expectations), f"{len(outputs)} outputs, expected {len(expectations)}"
+        for actual, wanted in zip(outputs, expectations):
+            tolerance = CHECK_TOLERANCE[wanted.dtype]
+            torch.testing.assert_close(actual, wanted, rtol=tolerance, atol=tolerance)
     except AssertionError as error:
         raise WrongResult(one_line(error)) from None
 
@@ -223,9 +254,9 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-def bytes_moved(tokens: int, hidden: int, dtype: torch.dtype) -> int:
-    """x read, y written, weight read."""
-    return (2 * tokens * hidden + hidden) * dtype.itemsize
+def bytes_moved(tokens: int, hidden: int, dtype: torch.dtype, fused_add: bool = False) -> int:
+    """x read, y written, weight read (fused add: also the residual read and the sum written)."""
+    return ((4 if fused_add else 2) * tokens * hidden + hidden) * dtype.itemsize
 
 
 def derived_ratios(us: dict[str, float | None], moved: int, copy_bandwidth: float) -> dict[str, float | None]:
@@ -242,18 +273,20 @@ def derived_ratios(us: dict[str, float | None], moved: int, copy_bandwidth: floa
 
 def measure_point(
     dtype_name: str, hidden: int, tokens: int, providers: list[Provider], copy_bandwidth: float,
-    launch_floor: float, replays: int,
+    launch_floor: float, replays: int, fused_add: bool = False,
 ) -> dict:
     """Check and time every provider at one shape; returns the JSON record."""
     dtype = DTYPES[dtype_name]
-    moved = bytes_moved(tokens, hidden, dtype)
-    x_bytes = tokens * hidden * dtype.itemsize
-    calls, buffer_count = plan_replay(x_bytes, moved, copy_bandwidth, launch_floor)
-    inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffer_count)]
+    moved = bytes_moved(tokens, hidden, dtype, fused_add)
+    operands = 2 if fused_add else 1  # x, or x and the residual
+    inputs_bytes = operands * tokens * hidden * dtype.itemsize
+    calls, buffer_count = plan_replay(inputs_bytes, moved, copy_bandwidth, launch_floor)
+    inputs = [tuple(torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(operands))
+              for _ in range(buffer_count)]
     weight = (torch.randn(hidden, device="cuda") * 0.5 + 1.0).to(dtype)  # not ones: ones hide weight bugs
-    expected = torch_rms_norm(inputs[0], weight)
+    expected = reference_function(fused_add)(*inputs[0], weight)
     record = {
-        "dtype": dtype_name, "hidden": hidden, "tokens": tokens, "bytes": moved,
+        "dtype": dtype_name, "hidden": hidden, "tokens": tokens, "fused_add": fused_add, "bytes": moved,
         "calls_per_replay": calls, "input_buffers": buffer_count,
         "us": {}, "first_call_s": {}, "skipped": {}, "failed_checks": {}, "errors": {}, "timed_without_graph": {},
     }
@@ -265,7 +298,7 @@ def measure_point(
             continue
         try:
             start = time.perf_counter()
-            output = provider.function(inputs[0], weight)  # the first call compiles, builds or loads
+            output = provider.function(*inputs[0], weight)  # the first call compiles, builds or loads
             torch.cuda.synchronize()
             record["first_call_s"][provider.name] = time.perf_counter() - start
             check_output(output, expected)
@@ -278,7 +311,7 @@ def measure_point(
     for provider in ready:
         try:
             timing = time_per_call(
-                lambda index: provider.function(inputs[index % buffer_count], weight), calls, replays
+                lambda index: provider.function(*inputs[index % buffer_count], weight), calls, replays
             )
         except Exception as error:
             record["errors"][provider.name] = one_line(error)
@@ -296,7 +329,8 @@ def format_bytes(count: int) -> str:
 
 
 def point_label(record: dict) -> str:
-    return f"{SHORT_DTYPE_NAMES[record['dtype']]} hidden={record['hidden']} tokens={record['tokens']}"
+    variant = " fused-add" if record.get("fused_add") else ""
+    return f"{SHORT_DTYPE_NAMES[record['dtype']]}{variant} hidden={record['hidden']} tokens={record['tokens']}"
 
 
 def time_cell(record: dict, name: str) -> str:
@@ -437,6 +471,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["bfloat16"], help="dtypes of x and weight")
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS),
                         help="what to time (leaving out inductor skips its compiles)")
+    parser.add_argument("--fused-add", action="store_true", help="residual add + norm, both outputs returned")
     parser.add_argument("--replays", type=positive_int, default=20, help="timed graph replays per measurement")
     parser.add_argument("--json", type=Path, default=Path("bench_kernels.json"), help="where to write the results")
     return parser.parse_args(argv)
@@ -458,7 +493,7 @@ def explain_cpu_skip(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def run_benchmark(args: argparse.Namespace) -> None:
-    providers, skipped = make_providers(args.providers)
+    providers, skipped = make_providers(args.providers, args.fused_add)
     provider_names = [provider.name for provider in providers]
     environment = describe_environment()
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
@@ -466,6 +501,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     environment["launch_floor_us"] = measure_launch_floor(args.replays) * 1e6
     environment["skipped_providers"] = skipped
     settings = {"dtypes": args.dtype, "hidden": args.hidden, "tokens": args.tokens, "eps": EPS,
+                "fused_add": args.fused_add,
                 "replays": args.replays, "providers": provider_names}
     print(header_line(environment), flush=True)
     for name, reason in skipped.items():
@@ -476,7 +512,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     for index, (dtype_name, hidden, tokens) in enumerate(points, start=1):
         record = measure_point(
             dtype_name, hidden, tokens, providers, environment["copy_bandwidth_bytes_per_s"],
-            environment["launch_floor_us"] * 1e-6, args.replays,
+            environment["launch_floor_us"] * 1e-6, args.replays, args.fused_add,
         )
         records.append(record)
         write_json(args.json, environment, settings, records)

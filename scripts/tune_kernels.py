@@ -54,8 +54,7 @@ def main() -> int:
     for hidden in args.hidden:
         weight = torch.randn(hidden, device="cuda", dtype=dtype)
         for tokens in args.tokens:
-            moved = bytes_moved(tokens, hidden, dtype) * (2 if args.fused_add else 1) - (
-                hidden * dtype.itemsize if args.fused_add else 0)  # fused: x, residual read; y, sum written
+            moved = bytes_moved(tokens, hidden, dtype, args.fused_add)
             calls, buffers = plan_replay(tokens * hidden * dtype.itemsize, moved, copy_bandwidth, launch_floor)
             inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffers)]
             residuals = [torch.randn_like(x) for x in inputs] if args.fused_add else None
