@@ -57,6 +57,13 @@ def gemma(x, weight, eps):
     return (h * (1.0 + weight.float())).type_as(x)
 
 
+def olmo2(x, weight, eps):
+    """transformers' Olmo2RMSNorm (OLMo 2 and 3): the weight multiplies in float32, one rounding at the end."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (weight * h).to(x.dtype)
+
+
 def _llama_formulation() -> str:
     # Inductor keeps h in float32 unless asked to emulate eager's casts: the replacement does what Inductor does.
     return "llama" if inductor_config.emulate_precision_casts else "llama_single_rounding"
@@ -118,6 +125,7 @@ _NORMS = (
     ("hf_llama", hf_llama, True, _llama_formulation),
     ("torch", torch_rms_norm, True, lambda: "torch"),
     ("gemma", gemma, True, lambda: "gemma"),
+    ("olmo2", olmo2, True, lambda: "torch"),  # F.rms_norm's math: fp32 throughout, one rounding
     ("hf_no_weight", hf_no_weight, False, lambda: "torch"),
     ("torch_no_weight", torch_rms_norm_no_weight, False, lambda: "torch"),
 )

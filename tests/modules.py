@@ -40,6 +40,22 @@ class GemmaRMSNorm(torch.nn.Module):
         return output.type_as(x)
 
 
+class Olmo2RMSNorm(torch.nn.Module):
+    """transformers' Olmo2RMSNorm (OLMo 2 and 3): the weight multiplies in float32, one rounding at the end."""
+
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return (self.weight * hidden_states).to(input_dtype)
+
+
 class ScaledRMSNorm(torch.nn.Module):
     """Looks like an RMSNorm but is not one of the formulations (an extra scale): patch must leave it alone."""
 

@@ -12,7 +12,7 @@ from torch._inductor import config as inductor_config
 import inductor_rmsnorm
 from inductor_rmsnorm.inductor_pass import RMSNormPass
 from inductor_rmsnorm.numerics import ulp_difference
-from modules import GemmaRMSNorm, LlamaRMSNorm
+from modules import GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm
 
 SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
 
@@ -128,6 +128,18 @@ return [v0]""")
         module = randomised(GemmaRMSNorm(512), torch.bfloat16)
         self.check(module, torch.randn(2, 2, 2, 512, dtype=torch.bfloat16), """\
 v0 = inductor_rmsnorm.rms_norm.default(bf16[2, 2, 2, 512], bf16[512], 1e-06, 'gemma')
+return [v0]""")
+
+    def test_olmo2_bf16_with_a_float32_weight(self):
+        module = randomised(Olmo2RMSNorm(1024, eps=1e-6), torch.float32)  # OLMo's weight may stay float32
+        self.check(module, torch.randn(6, 1024, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[6, 1024], fp32[1024], 1e-06, 'torch')
+return [v0]""")
+
+    def test_olmo2_bf16(self):
+        module = randomised(Olmo2RMSNorm(256, eps=1e-5), torch.bfloat16)
+        self.check(module, torch.randn(3, 256, dtype=torch.bfloat16), """\
+v0 = inductor_rmsnorm.rms_norm.default(bf16[3, 256], bf16[256], 1e-05, 'torch')
 return [v0]""")
 
     def test_no_weight_float32(self):

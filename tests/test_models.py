@@ -25,6 +25,9 @@ FAMILIES = {
     # Inductor's kernels; only the first layer's input norm is replaced
     "gemma3": (transformers.Gemma3ForCausalLM,
                transformers.Gemma3TextConfig(**SMALL, head_dim=64, sliding_window=16), 1, 12),
+    # post-norms (the norm's output feeds the residual add), full-width q/k norms before rotary embedding, and
+    # the final norm after an add of a post-norm's output: all fuse in Inductor's kernels, so all stay
+    "olmo2": (transformers.Olmo2ForCausalLM, transformers.Olmo2Config(**SMALL, pad_token_id=0), 0, 9),
 }
 
 
