@@ -56,6 +56,7 @@ def test_compiled_model_with_the_pass(family):
     model = build(family)
     ids = torch.randint(0, 128, (2, 9))
     with torch.no_grad():
+        eager = model(ids).logits
         reference = torch.compile(model)(ids).logits
         torch._dynamo.reset()
         logits = torch.compile(model, options=inductor_rmsnorm.compile_options())(ids).logits
@@ -64,6 +65,7 @@ def test_compiled_model_with_the_pass(family):
     assert (len(report.replaced), len(report.left_alone)) == (replaced, left_alone), str(report)
     assert all(c.reason for c in report.left_alone)
     torch.testing.assert_close(logits, reference)  # float32: reduction order only
+    torch.testing.assert_close(logits, eager)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
