@@ -25,7 +25,8 @@ from inductor_rmsnorm import dispatch, jit
 
 SIZES_CHECKED = {"warp": (64, 128, 256), "cta": (512, 4096, 8192)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
-SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",)}
+SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
+            "programmatic launch": ("-DINDUCTOR_RMSNORM_PDL=1",)}
 
 
 def keys_to_check() -> dict[str, list[jit.KernelKey]]:
