@@ -59,8 +59,12 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_STREAMING
 #define INDUCTOR_RMSNORM_STREAMING 0  // evict-first cache hints (ld/st.global.cs) on data touched once
 #endif
+#ifndef INDUCTOR_RMSNORM_PDL
+#define INDUCTOR_RMSNORM_PDL 0  // programmatic dependent launch (sm_90): overlap the launch with the previous kernel
+#endif
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kStreaming = INDUCTOR_RMSNORM_STREAMING != 0;
+constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
 
 namespace detail {
 
@@ -543,6 +547,14 @@ struct WideRmsNorm {
 template <typename Kernel>
 __global__ void __launch_bounds__(Kernel::kThreads)
     rms_norm_kernel(const __grid_constant__ typename Kernel::KernelParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (kProgrammaticLaunch) {
+    // Launched early, beside the previous kernel: wait for it to finish (and its writes to be visible) before
+    // touching memory, and let the next kernel launch now; it waits for this one the same way.
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  }
+#endif
   Kernel::body(p);
 }
 
@@ -560,8 +572,21 @@ cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, 
   const void* kernel = reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>);
   err = detail::persistent_grid(kernel, Kernel::kThreads, Kernel::blocks_needed(p.rows), device, max_blocks, &grid);
   if (err == cudaSuccess) {
-    rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
-    err = cudaGetLastError();
+    if constexpr (kProgrammaticLaunch) {
+      cudaLaunchAttribute attribute{};
+      attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attribute.val.programmaticStreamSerializationAllowed = 1;
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(grid);
+      config.blockDim = dim3(Kernel::kThreads);
+      config.stream = stream;
+      config.attrs = &attribute;
+      config.numAttrs = 1;
+      err = cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
+    } else {
+      rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
+      err = cudaGetLastError();
+    }
   }
   if (previous != device) {
     const cudaError_t restore = cudaSetDevice(previous);

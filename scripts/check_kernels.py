@@ -27,7 +27,8 @@ from inductor_rmsnorm import dispatch, jit
 # and the largest; wide: one partial step, whole steps, and the largest with a partial last step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), "wide": (8200, 16384, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
-SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",)}
+SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
+            "programmatic launch": ("-DINDUCTOR_RMSNORM_PDL=1",)}
 
 
 def keys_to_check() -> dict[str, list[jit.KernelKey]]:

@@ -49,7 +49,7 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 150 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" PREFETCH=0 STREAMING=1 PREFETCH=0,STREAMING=1 --hidden 1024 4096 8192 --tokens 16 1024 32768
+          --variants "" PREFETCH=0 STREAMING=1 PDL=1 PREFETCH=0,STREAMING=1 --hidden 1024 4096 8192 --tokens 16 1024 32768
       done ;;
     *)
       echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning)"; exit 2 ;;
