@@ -58,8 +58,9 @@ MIN_COMPUTE_CAPABILITY = (8, 0)
 
 
 @functools.lru_cache(maxsize=None)  # per GPU: the warning below is logged once
-def gpu_reason(device_index: int) -> str | None:
-    """Why the kernels cannot run on the GPU at `device_index` (too old), or None when they can."""
+def gpu_reason(device_index: int | None) -> str | None:
+    """Why the kernels cannot run on the GPU at `device_index` (None: the current GPU), which is too old; None
+    when they can."""
     major, minor = torch.cuda.get_device_capability(device_index)
     if (major, minor) >= MIN_COMPUTE_CAPABILITY:
         return None

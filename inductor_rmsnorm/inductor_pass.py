@@ -225,8 +225,7 @@ class RMSNormPass(CustomGraphPass):
         if reason is None and hidden > 1 and x_value.stride(-1) != 1:
             reason = f"the input's last dimension is not contiguous (stride {x_value.stride(-1)})"
         if reason is None and x_value.device.type == "cuda":
-            index = x_value.device.index
-            reason = dispatch.gpu_reason(torch.cuda.current_device() if index is None else index)
+            reason = dispatch.gpu_reason(x_value.device.index)
         return reason
 
     @staticmethod

@@ -53,12 +53,8 @@ def why_no_kernel(input: torch.Tensor, weight: torch.Tensor | None) -> str | Non
     if reason is None and hidden > 1 and input.stride(-1) != 1:
         reason = f"the last dimension of input is not contiguous (stride {input.stride(-1)}; the kernels need 1)"
     if reason is None and input.device.type == "cuda":
-        reason = dispatch.gpu_reason(_device_index(input.device))
+        reason = dispatch.gpu_reason(input.device.index)
     return reason
-
-
-def _device_index(device: torch.device) -> int:
-    return torch.cuda.current_device() if device.index is None else device.index
 
 
 def _output_dtype(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> torch.dtype:
@@ -161,8 +157,8 @@ def _plan_for(input: torch.Tensor, weight: torch.Tensor | None, formulation: str
     if plan is None:
         key = jit.KernelKey.create(*lookup[:4], fused_add=fused_add)
         instance = jit.load(key, jit.arch_for_device(input.device))
-        plan = plans[lookup] = _Plan(instance.launch, getattr(instance, "launch_contiguous", None), instance,
-                                     key.output_dtype, key.output_dtype == input.dtype)
+        plan = plans[lookup] = _Plan(instance.launch, instance.launch_contiguous, instance, key.output_dtype,
+                                     key.output_dtype == input.dtype)
     return plan
 
 
