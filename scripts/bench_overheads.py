@@ -65,10 +65,18 @@ def main() -> int:
 
     x = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    inductor_rmsnorm.rms_norm(x, w, 1e-6)  # builds the plan the parts below use
+    plan = inductor_rmsnorm.ops._plans[(4096, x.dtype, w.dtype, "torch", 0)]
+    out = torch.empty_like(x)
     candidates = {
         "F.rms_norm": lambda: torch.nn.functional.rms_norm(x, (4096,), w, 1e-6),
         "inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.rms_norm(x, w, 1e-6),
         "torch.ops.inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.ops.rms_norm(x, w, 1e-6, "torch"),
+        # parts of the eager call, to see where its time goes
+        "part: torch.empty_like": lambda: torch.empty_like(x),
+        "part: current stream": lambda: torch._C._cuda_getCurrentRawStream(0),
+        "part: launch through ctypes": lambda: plan.launch_contiguous(
+            out.data_ptr(), x.data_ptr(), w.data_ptr(), 8, 1e-6, torch._C._cuda_getCurrentRawStream(0), 0),
     }
     samples = {name: [] for name in candidates}
     for _ in range(5):  # interleaved rounds, so drift hits every candidate alike
