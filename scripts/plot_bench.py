@@ -2,6 +2,7 @@
 count, and latency against tokens at one hidden size, for ours and every peer.
 
 Usage: python scripts/plot_bench.py docs/bench_h200_bf16_run3.json docs/bench_h200_bf16_run3.png [--hidden 4096]
+           [--dtype bfloat16]   (a JSON of several dtypes: the one to plot; the first record's by default)
 Needs matplotlib (not a dependency of the package: only for these docs).
 """
 
@@ -19,6 +20,7 @@ def main() -> int:
     parser.add_argument("json_path")
     parser.add_argument("png_path")
     parser.add_argument("--hidden", type=int, default=4096, help="hidden size of the latency panel")
+    parser.add_argument("--dtype", help="the dtype to plot (default: the first record's)")
     args = parser.parse_args()
     import matplotlib
 
@@ -28,6 +30,11 @@ def main() -> int:
     with open(args.json_path) as f:
         data = json.load(f)
     records, environment = data["records"], data["environment"]
+    dtype = args.dtype or records[0]["dtype"]
+    records = [r for r in records if r["dtype"] == dtype]
+    if not records:
+        print(f"no records for {dtype} in {args.json_path}")
+        return 1
     copy = environment["copy_bandwidth_bytes_per_s"]
     most_tokens = max(r["tokens"] for r in records)
     figure, (bandwidth, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -41,10 +48,10 @@ def main() -> int:
         if points:
             latency.plot(*zip(*points), marker="o", label=provider)
     bandwidth.set(xscale="log", xlabel="hidden size", ylabel="fraction of copy bandwidth",
-                  title=f"{most_tokens} tokens, {records[0]['dtype']}", ylim=(0, 1.05))
+                  title=f"{most_tokens} tokens, {dtype}", ylim=(0, 1.05))
     bandwidth.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     latency.set(xscale="log", yscale="log", xlabel="tokens", ylabel="µs per call (graph replay)",
-                title=f"hidden {args.hidden}, {records[0]['dtype']}")
+                title=f"hidden {args.hidden}, {dtype}")
     for axes in (bandwidth, latency):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
