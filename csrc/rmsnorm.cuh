@@ -332,8 +332,13 @@ struct CtaRmsNorm {
 #define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/PERFORMANCE.md); scripts/tune_kernels.py
 #endif
   // The fused-add variant holds two rows (x and residual) per thread: twice the threads keep registers level.
+  // Fewer threads per row leave registers for more rows in flight per SM; a row needing more than 8 vectors a
+  // thread under the cap gets more threads instead.
   static constexpr int kMaxThreads = (kFusedAdd ? 2 : 1) * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
-  static constexpr int kVecsPerThread = detail::ceil_div(kVecsPerRow, kMaxThreads);
+  static constexpr int kMaxVecsPerThread = 8;
+  static constexpr int kVecsPerThread =
+      detail::ceil_div(kVecsPerRow, kMaxThreads) < kMaxVecsPerThread ? detail::ceil_div(kVecsPerRow, kMaxThreads)
+                                                                     : kMaxVecsPerThread;
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
@@ -344,7 +349,7 @@ struct CtaRmsNorm {
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
   static_assert(kThreads <= 1024, "one block per row");
-  static_assert(kVecsPerThread <= 8, "the CTA kernel keeps at most 8 vectors per thread in registers");
+  static_assert(kThreads * kVecsPerThread >= kVecsPerRow, "the threads cover the row");
 
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
   using InVec = detail::Vec<TIn, kVec>;

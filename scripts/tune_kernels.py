@@ -12,6 +12,9 @@ Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNOR
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -39,12 +42,15 @@ def main() -> int:
         return 0
     dtype = DTYPES[args.dtype]
     arch = jit.arch_for_device(0)
-    instances = {}
-    for variant in args.variants:
+    def build(variant: str, hidden: int) -> jit.KernelInstance:
         flags = tuple(f"-DINDUCTOR_RMSNORM_{define.strip()}" for define in variant.split(",") if define.strip())
-        for hidden in args.hidden:
-            key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
-            instances[variant, hidden] = jit.KernelInstance(key, jit.build(key, arch, flags))
+        key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
+        return jit.KernelInstance(key, jit.build(key, arch, flags))
+
+    points = list(itertools.product(args.variants, args.hidden))
+    print(f"building {len(points)} instances", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # nvcc runs in subprocesses
+        instances = dict(zip(points, pool.map(lambda point: build(*point), points)))
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
     copy_bandwidth = measure_copy_bandwidth(10)
     launch_floor = measure_launch_floor(10)
