@@ -29,6 +29,8 @@ def test_key_names_and_template_arguments():
     assert fused.cxx_type().endswith("inductor_rmsnorm::Formulation::kLlama, true>")
     no_weight = jit.KernelKey.create(128, torch.float16, None, "gemma")
     assert no_weight.name == "warp_h128_fp16_wnone_ofp16_torch"  # one instance serves every formulation
+    wide = jit.KernelKey.create(16384, torch.float32, torch.float32, "gemma")
+    assert wide.name == "wide_h16384_fp32_wfp32_ofp32_gemma" and "-DKERNEL_CLASS=WideRmsNorm" in wide.defines()
 
 
 def test_key_rejects_what_no_kernel_serves():
