@@ -86,6 +86,7 @@ template <typename T, int N>
 struct alignas(16) Vec {
   static_assert((N * sizeof(T)) % 16 == 0, "a Vec is a whole number of 16-byte chunks");
   static constexpr int kChunks = N * sizeof(T) / 16;
+  using Element = T;
   T v[N];
 
   __device__ __forceinline__ void load(const T* p) {
@@ -168,6 +169,36 @@ template <typename T, int N>
 __device__ __forceinline__ void add_into(Vec<T, N>& v, const Vec<T, N>& r) {
 #pragma unroll
   for (int j = 0; j < N; ++j) v.v[j] = from_float<T>(to_float(v.v[j]) + to_float(r.v[j]));
+}
+
+// Row access shared by the warp and CTA kernels: a thread holds N vectors of a row, slot i at element
+// Kernel::column(i), present where Kernel::owns(i).
+template <typename Kernel, Operand kOperand, typename V, int N, typename KernelParams>
+__device__ __forceinline__ void load_row(V (&v)[N], const KernelParams& p, int64_t row) {
+  const auto* x = row_pointer<kOperand, typename V::Element>(p, row);
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    if (Kernel::owns(i)) v[i].load_once(x + Kernel::column(i));
+}
+
+// Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
+template <typename Kernel, typename V, int N, int M, typename KernelParams>
+__device__ __forceinline__ void load_operands(V (&v)[N], V (&r)[M], const KernelParams& p, int64_t row) {
+  if (row >= p.rows) return;
+  load_row<Kernel, Operand::kX>(v, p, row);
+  if constexpr (std::is_same_v<KernelParams, FusedAddParams>) load_row<Kernel, Operand::kResidual>(r, p, row);
+}
+
+// v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
+template <typename Kernel, typename V, int N>
+__device__ __forceinline__ void add_residual(V (&v)[N], const V (&r)[N], const FusedAddParams& p, int64_t row) {
+  auto* s = static_cast<typename V::Element*>(p.residual_out) + row * p.residual_out_row_stride;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if (!Kernel::owns(i)) continue;
+    add_into(v[i], r[i]);
+    v[i].store_once(s + Kernel::column(i));
+  }
 }
 
 // Adds the squares of a vector's elements to `sum`, in element order, in fp32.
@@ -254,17 +285,17 @@ struct WarpRmsNorm {
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetch) load_operands(v, r, p, first + group);
+    if constexpr (kPrefetch) detail::load_operands<WarpRmsNorm>(v, r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
       // With prefetch, this lane's next row is loaded now, in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetch) load_operands(next, next_r, p, row + row_step);
-      else load_operands(v, r, p, row);
+      if constexpr (kPrefetch) detail::load_operands<WarpRmsNorm>(next, next_r, p, row + row_step);
+      else detail::load_operands<WarpRmsNorm>(v, r, p, row);
       float sum_sq = 0.f;
       if (row < p.rows) {
-        if constexpr (kFusedAdd) add_residual(v, r, p, row);
+        if constexpr (kFusedAdd) detail::add_residual<WarpRmsNorm>(v, r, p, row);
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i)
           if (owns(i)) detail::add_squares(sum_sq, v[i]);
@@ -289,34 +320,6 @@ struct WarpRmsNorm {
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
   __device__ static bool owns(int slot) {
     return !kRagged || int(threadIdx.x % kLanesPerRow) + slot * kLanesPerRow < kVecsPerRow;
-  }
-
-  // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
-  __device__ static void load_operands(InVec (&v)[kVecsPerLane], InVec (&r)[kResidualVecs], const KernelParams& p,
-                                       int64_t row) {
-    if (row >= p.rows) return;
-    load_row<detail::Operand::kX>(v, p, row);
-    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, row);
-  }
-
-  template <detail::Operand kOperand>
-  __device__ static void load_row(InVec (&v)[kVecsPerLane], const KernelParams& p, int64_t row) {
-    const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
-#pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i)
-      if (owns(i)) v[i].load_once(x + column(i));
-  }
-
-  // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
-  __device__ static void add_residual(InVec (&v)[kVecsPerLane], const InVec (&r)[kVecsPerLane],
-                                      const FusedAddParams& p, int64_t row) {
-    TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-#pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i) {
-      if (!owns(i)) continue;
-      detail::add_into(v[i], r[i]);
-      v[i].store_once(s + column(i));
-    }
   }
 
   static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
@@ -376,14 +379,14 @@ struct CtaRmsNorm {
     int parity = 0;
     InVec v[kVecsPerThread];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetch) load_operands(v, r, p, blockIdx.x);
+    if constexpr (kPrefetch) detail::load_operands<CtaRmsNorm>(v, r, p, blockIdx.x);
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
       // With prefetch, the block's next row is loaded now, in flight across this row's barrier and stores.
       InVec next[kVecsPerThread];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetch) load_operands(next, next_r, p, row + gridDim.x);
-      else load_operands(v, r, p, row);
-      if constexpr (kFusedAdd) add_residual(v, r, p, row);
+      if constexpr (kPrefetch) detail::load_operands<CtaRmsNorm>(next, next_r, p, row + gridDim.x);
+      else detail::load_operands<CtaRmsNorm>(v, r, p, row);
+      if constexpr (kFusedAdd) detail::add_residual<CtaRmsNorm>(v, r, p, row);
       float sum_sq = 0.f;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
@@ -407,34 +410,6 @@ struct CtaRmsNorm {
 #pragma unroll
         for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
       }
-    }
-  }
-
-  // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
-  __device__ static void load_operands(InVec (&v)[kVecsPerThread], InVec (&r)[kResidualVecs],
-                                       const KernelParams& p, int64_t row) {
-    if (row >= p.rows) return;
-    load_row<detail::Operand::kX>(v, p, row);
-    if constexpr (kFusedAdd) load_row<detail::Operand::kResidual>(r, p, row);
-  }
-
-  template <detail::Operand kOperand>
-  __device__ static void load_row(InVec (&v)[kVecsPerThread], const KernelParams& p, int64_t row) {
-    const TIn* x = detail::row_pointer<kOperand, TIn>(p, row);
-#pragma unroll
-    for (int i = 0; i < kVecsPerThread; ++i)
-      if (owns(i)) v[i].load_once(x + column(i));
-  }
-
-  // v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
-  __device__ static void add_residual(InVec (&v)[kVecsPerThread], const InVec (&r)[kVecsPerThread],
-                                      const FusedAddParams& p, int64_t row) {
-    TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-#pragma unroll
-    for (int i = 0; i < kVecsPerThread; ++i) {
-      if (!owns(i)) continue;
-      detail::add_into(v[i], r[i]);
-      v[i].store_once(s + column(i));
     }
   }
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import describe_environment  # noqa: E402
 
 import inductor_rmsnorm  # noqa: E402
+from inductor_rmsnorm.demo import relative_error  # noqa: E402
 
 # 8B-class shapes of each family (hidden, MLP, heads, vocabulary as published); the layer count comes from --layers.
 MODELS = {
@@ -133,7 +134,7 @@ def compare(model, workload: Workload, mode: str) -> dict:
     # decode steps append to the cache, so two steps' logits differ by construction: prefill alone is compared
     error = None
     if workload.phase == "prefill":
-        error = float((result.float() - reference.float()).abs().max() / reference.float().abs().max())
+        error = relative_error(result, reference)
     return {"phase": workload.phase, "batch": workload.batch, "tokens": workload.tokens, "mode": mode,
             "without_ms": without, "with_ms": with_, "speedup": without / with_, "replaced": replaced,
             "left_alone_reasons": [] if mode == "eager" else left_alone,

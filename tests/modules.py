@@ -40,13 +40,9 @@ class GemmaRMSNorm(torch.nn.Module):
         return output.type_as(x)
 
 
-class Olmo2RMSNorm(torch.nn.Module):
-    """transformers' Olmo2RMSNorm (OLMo 2 and 3): the weight multiplies in float32, one rounding at the end."""
-
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
+class Olmo2RMSNorm(LlamaRMSNorm):
+    """transformers' Olmo2RMSNorm (OLMo 2 and 3): Llama's module, but the weight multiplies in float32 and the
+    result is rounded once at the end."""
 
     def forward(self, hidden_states):
         input_dtype = hidden_states.dtype
@@ -56,13 +52,8 @@ class Olmo2RMSNorm(torch.nn.Module):
         return (self.weight * hidden_states).to(input_dtype)
 
 
-class ScaledRMSNorm(torch.nn.Module):
+class ScaledRMSNorm(LlamaRMSNorm):
     """Looks like an RMSNorm but is not one of the formulations (an extra scale): patch must leave it alone."""
-
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
 
     def forward(self, x):
         h = x.float()
