@@ -5,12 +5,13 @@
 // The struct's constants are the single source of truth for the launch shape; `run()` launches it.
 //
 // Shared by every kernel:
-//   * the whole row lives in registers: x is read once, y written once, with 16-byte vector accesses;
+//   * 16-byte vector accesses; x is read from memory once and y written once (the warp and CTA kernels hold the
+//     row in registers; the wide kernel reads it twice, the second time from L2);
 //   * fp32 accumulation; eps is a run-time value;
 //   * a persistent grid-stride loop over rows, the grid sized from occupancy and SM count;
 //   * any row stride (in elements) for input and output, last dimension contiguous;
-//   * the output may alias the input: a row is fully read before any of it is written, and no other row
-//     is touched meanwhile.
+//   * the output may alias the input: every element is read by the thread that writes it, before it writes
+//     it, and no other row is touched meanwhile.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -220,6 +221,7 @@ __device__ __forceinline__ float group_sum(float v) {
 }
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 
 // Per-device launch shape cache: occupancy depends only on the kernel and the device.
 inline cudaError_t persistent_grid(const void* kernel, int threads, int64_t blocks_needed, int device,
@@ -242,14 +244,17 @@ constexpr int kMaxDevices = 64;
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------------------
-// Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64),
-// so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
+// Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
+// lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
+// Groups are a power of two of lanes (they tile the warp); a row of another vector count leaves a group's last
+// lanes idle on its last slot (`owns`).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? kVecsPerRow : 32;
-  static constexpr int kVecsPerLane = kVecsPerRow / kLanesPerRow;
+  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow) : 32;
+  static constexpr int kVecsPerLane = detail::ceil_div(kVecsPerRow, kLanesPerRow);
+  static constexpr bool kRagged = kLanesPerRow * kVecsPerLane != kVecsPerRow;
   static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
@@ -257,7 +262,6 @@ struct WarpRmsNorm {
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
-  static_assert(kVecsPerRow % kLanesPerRow == 0, "the row must split evenly over its lanes");
   static_assert(32 % kLanesPerRow == 0, "lane groups must tile the warp");
   static_assert(kVecsPerLane <= 8, "the warp kernel keeps at most 8 vectors per lane in registers");
 
@@ -273,7 +277,8 @@ struct WarpRmsNorm {
     // Each lane always serves the same columns, so its weight slice is loaded once.
     WVec w[kVecsPerLane];
 #pragma unroll
-    for (int i = 0; i < kVecsPerLane; ++i) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+    for (int i = 0; i < kVecsPerLane; ++i)
+      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
     const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
@@ -292,14 +297,16 @@ struct WarpRmsNorm {
       if (row < p.rows) {
         if constexpr (kFusedAdd) detail::add_residual<WarpRmsNorm>(v, r, p, row);
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(sum_sq, v[i]);
+        for (int i = 0; i < kVecsPerLane; ++i)
+          if (owns(i)) detail::add_squares(sum_sq, v[i]);
       }
       sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
       if (row < p.rows) {
         const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
         TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) Norm::store(y + column(i), v[i], inv_rms, w[i]);
+        for (int i = 0; i < kVecsPerLane; ++i)
+          if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
       }
       if constexpr (kPrefetch) {
 #pragma unroll
@@ -311,7 +318,9 @@ struct WarpRmsNorm {
   }
 
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
-  __device__ static bool owns(int) { return true; }  // a lane group's slots tile its row exactly
+  __device__ static bool owns(int slot) {
+    return !kRagged || int(threadIdx.x % kLanesPerRow) + slot * kLanesPerRow < kVecsPerRow;
+  }
 
   static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
 };
@@ -400,6 +409,113 @@ struct CtaRmsNorm {
         for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
 #pragma unroll
         for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
+      }
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return rows; }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Wide kernel: one thread block normalises one row too long to hold in registers, in two passes over it. The
+// first sums the squares (the fused-add variant also writes x + residual); the second re-reads the row (the
+// sum, for fused add) and writes y. A row is at most 256 KiB and a few rows per SM are in flight, so the
+// second pass finds the row in L2 (60 MB on the H200): DRAM still sees each byte once.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct WideRmsNorm {
+  static constexpr int kVec = 16 / sizeof(TIn);
+  static constexpr int kVecsPerRow = kHidden / kVec;
+  static constexpr int kThreads = 512;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kUnroll = 4;  // vectors each thread has in flight per step
+  static constexpr int kVecsPerStep = kThreads * kUnroll;
+  static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
+  static constexpr int kRowsPerBlock = 1;
+
+  static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
+
+  using Norm = detail::Normalize<F, TIn, TW, TOut>;
+  using InVec = detail::Vec<TIn, kVec>;
+  using WVec = detail::WeightVec<TW, kVec>;
+  using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
+
+  // The vector index of this thread's slot `u` in `step`, and whether it is inside the row.
+  __device__ static int index(int step, int u) { return step * kVecsPerStep + u * kThreads + int(threadIdx.x); }
+  __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
+
+  __device__ static void body(const KernelParams& p) {
+    // Two buffers of per-warp partial sums, alternating by row: one barrier per row (as in CtaRmsNorm).
+    __shared__ float partial[2][kWarps];
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    int parity = 0;
+    for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+      const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+      // The row the second pass reads: x, or the sum the first pass wrote (fused add).
+      const TIn* second = x;
+      float sum_sq = 0.f;
+      if constexpr (kFusedAdd) {
+        const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
+        TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+        second = s;
+#pragma unroll 1  // one step's vectors in registers at a time
+        for (int step = 0; step < kSteps; ++step) {
+          InVec v[kUnroll], r[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const int i = index(step, u);
+            if (inside(i)) {
+              v[u].load(x + i * kVec);
+              r[u].load(residual + i * kVec);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const int i = index(step, u);
+            if (!inside(i)) continue;
+            detail::add_into(v[u], r[u]);
+            v[u].store(s + i * kVec);  // a plain store: the second pass reads it back from L2
+            detail::add_squares(sum_sq, v[u]);
+          }
+        }
+      } else {
+#pragma unroll 1  // one step's vectors in registers at a time
+        for (int step = 0; step < kSteps; ++step) {
+          InVec v[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u)
+            if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);  // cached: read again below
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u)
+            if (inside(index(step, u))) detail::add_squares(sum_sq, v[u]);
+        }
+      }
+      sum_sq = detail::group_sum<32>(sum_sq);
+      if (lane == 0) partial[parity][warp] = sum_sq;
+      __syncthreads();
+      float total = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarps; ++k) total += partial[parity][k];
+      parity ^= 1;
+
+      const float inv_rms = rsqrtf(total / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll 1
+      for (int step = 0; step < kSteps; ++step) {
+        InVec v[kUnroll];
+        WVec w[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = index(step, u);
+          if (!inside(i)) continue;
+          v[u].load_once(second + i * kVec);  // its last read
+          w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = index(step, u);
+          if (inside(i)) Norm::store(y + i * kVec, v[u], inv_rms, w[u]);
+        }
       }
     }
   }

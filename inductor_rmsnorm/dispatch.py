@@ -23,21 +23,32 @@ FORMULATIONS = ("torch", "llama", "gemma", "llama_single_rounding")
 
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
-# (kernel class, rule on the hidden size, the rule in words). First match wins.
+# Every row the kernels serve is a whole number of 16-byte vectors: a multiple of 8 elements in 16-bit types, of 4
+# in float32.
+VECTOR_BYTES = 16
+
+# (kernel class, rule on the hidden size and the element size in bytes, the rule in words). First match wins.
 KERNEL_TABLE = (
-    ("warp", lambda hidden: hidden in (64, 128, 256), "64, 128, 256"),
-    ("cta", lambda hidden: hidden % 256 == 0 and 256 < hidden <= 8192, "multiples of 256 from 512 to 8192"),
+    ("warp", lambda hidden, itemsize: hidden <= 256, "up to 256"),
+    # the row in registers: longer rows spill in the fused residual-add variant (scripts/check_kernels.py)
+    ("cta", lambda hidden, itemsize: hidden <= 8192, "from 264 (16-bit) or 260 (float32) to 8192"),
+    # two passes over the row, the second from L2
+    ("wide", lambda hidden, itemsize: hidden <= 65536, "from 8200 (16-bit) or 8196 (float32) to 65536"),
 )
 
-SUPPORTED_SIZES = "; ".join(f"{words} ({kernel_class} kernel)" for kernel_class, _, words in KERNEL_TABLE)
+SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " + "; ".join(
+    f"{words} ({kernel_class} kernel)" for kernel_class, _, words in KERNEL_TABLE)
 
 
 def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | None:
-    """The kernel class ("warp" or "cta") that normalises rows of `hidden_size` elements of `dtype`, or None."""
+    """The kernel class ("warp", "cta" or "wide") that normalises rows of `hidden_size` elements of `dtype`, or None."""
     if dtype not in INPUT_DTYPES:
         return None
+    itemsize = dtype.itemsize
+    if hidden_size <= 0 or hidden_size * itemsize % VECTOR_BYTES:
+        return None
     for kernel_class, serves, _ in KERNEL_TABLE:
-        if serves(hidden_size):
+        if serves(hidden_size, itemsize):
             return kernel_class
     return None
 

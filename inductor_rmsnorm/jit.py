@@ -45,7 +45,7 @@ NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--ptxas-op
 
 _CXX_TYPES = {torch.bfloat16: "__nv_bfloat16", torch.float16: "__half", torch.float32: "float"}
 _SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-_KERNEL_CLASSES = {"warp": "WarpRmsNorm", "cta": "CtaRmsNorm"}
+_KERNEL_CLASSES = {"warp": "WarpRmsNorm", "cta": "CtaRmsNorm", "wide": "WideRmsNorm"}
 # llama_single_rounding is the torch math with the Llama output dtype: the key's output type carries the difference.
 _FORMULATION_ENUMS = {"torch": "kTorch", "llama": "kLlama", "gemma": "kGemma", "llama_single_rounding": "kTorch"}
 

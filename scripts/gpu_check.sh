@@ -2,7 +2,7 @@
 # The GPU-side checks and benchmarks, for a machine with a CUDA GPU (the device tool's H200), by group:
 #   tests       the test suite (CUDA tests included; ~4.5 min on the H200 with a cold JIT cache, plus the 60 s
 #               threaded stress test)
-#   sanitizers  compute-sanitizer memcheck over scripts/sanitize_sweep.py, racecheck over a few CTA sizes
+#   sanitizers  compute-sanitizer memcheck over scripts/sanitize_sweep.py, racecheck over a few CTA and wide sizes
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
@@ -35,9 +35,9 @@ for group in "$@"; do
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
       PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 1 \
         python3 scripts/sanitize_sweep.py
-      # racecheck only concerns the CTA kernel's shared-memory reduction, and is slow: a few CTA sizes
+      # racecheck only concerns the CTA and wide kernels' shared-memory reductions, and is slow: a few sizes
       step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
-        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 --tokens 7 ;;
+        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 8200 --tokens 7 ;;
     benchmarks)
       step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
       step block 200 python3 scripts/bench_block.py --json "$out/block.json"

@@ -6,8 +6,8 @@ against the reference.
         python scripts/sanitize_sweep.py
 
 (without the caching allocator every tensor is its own allocation, so an access past a row is caught).
-`--tool racecheck` is far slower per launch: give it a few CTA-kernel sizes (`--sizes 512 4096 8192 --tokens 7`),
-the only kernel with shared memory.
+`--tool racecheck` is far slower per launch: give it a few sizes of the kernels with shared memory, CTA and wide
+(`--sizes 512 4096 8192 8200 --tokens 7`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from inductor_rmsnorm import dispatch, ops
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 
-SIZES = (64, 128, 256, 512, 768, 4096, 8192)
+SIZES = (8, 24, 64, 200, 256, 264, 512, 2888, 4096, 8192, 8200, 65528)  # full and idle lanes / threads, each kernel
 TOKENS = (1, 7, 129)
 
 

@@ -6,26 +6,35 @@ import torch
 from inductor_rmsnorm import dispatch, kernel_for
 
 
-def expected_kernel(hidden: int) -> str | None:
-    if hidden in (64, 128, 256):
+def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
+    vector = 4 if dtype == torch.float32 else 8  # elements in 16 bytes
+    if hidden <= 0 or hidden % vector:
+        return None
+    if hidden <= 256:
         return "warp"
-    if hidden % 256 == 0 and 512 <= hidden <= 8192:
+    if hidden <= 8192:
         return "cta"
+    if hidden <= 65536:
+        return "wide"
     return None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_kernel_for_every_hidden_size(dtype):
-    for hidden in range(0, 9001):
-        assert kernel_for(hidden, dtype) == expected_kernel(hidden), hidden
+    for hidden in range(-8, 70001):
+        assert kernel_for(hidden, dtype) == expected_kernel(hidden, dtype), hidden
 
 
 def test_counts_of_supported_sizes():
-    supported = [h for h in range(9001) if kernel_for(h, torch.bfloat16)]
-    assert len([h for h in supported if kernel_for(h) == "warp"]) == 3
-    assert len([h for h in supported if kernel_for(h) == "cta"]) == 31
-    assert supported[:5] == [64, 128, 256, 512, 768]
-    assert supported[-1] == 8192
+    for dtype, vector in ((torch.bfloat16, 8), (torch.float32, 4)):
+        supported = [h for h in range(70001) if kernel_for(h, dtype)]
+        assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 256 // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (8192 - 256) // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - 8192) // vector
+        assert supported[:3] == [vector, 2 * vector, 3 * vector]
+        assert supported[-1] == 65536
+    real_models = (2880, 5376, 7168, 12288, 16384, 1536, 512, 96, 192)  # issue 4's list
+    assert [h for h in real_models if kernel_for(h)] == list(real_models)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int32, torch.float8_e4m3fn])
@@ -35,8 +44,11 @@ def test_no_kernel_for_other_dtypes(dtype):
 
 
 def test_unsupported_reason_names_size_and_supported_set():
-    reason = dispatch.unsupported_reason(2880, torch.bfloat16, torch.bfloat16)
-    assert "2880" in reason and "multiples of 256 from 512 to 8192" in reason and "64, 128, 256" in reason
+    for hidden in (2884, 65544):
+        reason = dispatch.unsupported_reason(hidden, torch.bfloat16, torch.bfloat16)
+        assert reason == (f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8 elements in "
+                          "16-bit types, of 4 in float32: up to 256 (warp kernel); from 264 (16-bit) or 260 (float32) "
+                          "to 8192 (cta kernel); from 8200 (16-bit) or 8196 (float32) to 65536 (wide kernel)")
 
 
 def test_weight_dtype_rules():

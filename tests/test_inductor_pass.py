@@ -220,29 +220,29 @@ def compiled_reference(module, x):
 
 
 def test_unsupported_size_is_left_to_inductor_by_default():
-    module = randomised(LlamaRMSNorm(2880), torch.bfloat16)
-    x = torch.randn(3, 2880, dtype=torch.bfloat16)
+    module = randomised(LlamaRMSNorm(2882), torch.bfloat16)
+    x = torch.randn(3, 2882, dtype=torch.bfloat16)
     output, recorder = compile_with(module, x)
     assert "inductor_rmsnorm" not in recorder.graph_after
     (candidate,) = inductor_rmsnorm.report()
-    assert candidate.reason.startswith("hidden size 2880 has no kernel")
+    assert candidate.reason.startswith("hidden size 2882 has no kernel")
     torch.testing.assert_close(output, compiled_without_pass(module, x), rtol=0, atol=0)
 
 
 def test_unsupported_size_raises_in_error_mode():
-    module = randomised(LlamaRMSNorm(2880), torch.bfloat16)
-    with pytest.raises(Exception, match=r"RMSNorm at node \w+ \(hidden size 2880, bfloat16 input, bfloat16 weight\) "
-                                        r"cannot be replaced: hidden size 2880 has no kernel; "
-                                        r"supported hidden sizes: 64, 128, 256"):
-        compile_with(module, torch.randn(3, 2880, dtype=torch.bfloat16), on_unsupported="error")
+    module = randomised(LlamaRMSNorm(2882), torch.bfloat16)
+    with pytest.raises(Exception, match=r"RMSNorm at node \w+ \(hidden size 2882, bfloat16 input, bfloat16 weight\) "
+                                        r"cannot be replaced: hidden size 2882 has no kernel; "
+                                        r"supported hidden sizes: multiples of 8 elements"):
+        compile_with(module, torch.randn(3, 2882, dtype=torch.bfloat16), on_unsupported="error")
 
 
 def test_warn_mode_warns_once_per_size(caplog):
-    module = randomised(LlamaRMSNorm(96), torch.float16)
+    module = randomised(LlamaRMSNorm(100), torch.float16)
     with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
         for tokens in (2, 3):
-            compile_with(module, torch.randn(tokens, 96, dtype=torch.float16), on_unsupported="warn")
-    warnings = [r for r in caplog.records if "hidden size 96" in r.getMessage()]
+            compile_with(module, torch.randn(tokens, 100, dtype=torch.float16), on_unsupported="warn")
+    warnings = [r for r in caplog.records if "hidden size 100" in r.getMessage()]
     assert len(warnings) == 1
     assert len(inductor_rmsnorm.report().left_alone) == 2
 
@@ -361,11 +361,11 @@ def test_a_user_pass_still_runs_and_enable_disable_restore_it():
 def test_report_prints_what_happened():
     compile_with(randomised(LlamaRMSNorm(256), torch.bfloat16), torch.randn(2, 256, dtype=torch.bfloat16),
                  policy="always")
-    compile_with(randomised(LlamaRMSNorm(2880), torch.bfloat16), torch.randn(2, 2880, dtype=torch.bfloat16))
+    compile_with(randomised(LlamaRMSNorm(2882), torch.bfloat16), torch.randn(2, 2882, dtype=torch.bfloat16))
     text = str(inductor_rmsnorm.report())
     assert text.splitlines()[0] == "inductor_rmsnorm: 1 replaced, 1 left alone"
     assert "hf_llama hidden=256 bfloat16 weight bfloat16: replaced (warp kernel)" in text
-    assert "hidden=2880 bfloat16 weight bfloat16: left alone: hidden size 2880 has no kernel" in text
+    assert "hidden=2882 bfloat16 weight bfloat16: left alone: hidden size 2882 has no kernel" in text
 
 
 def test_auto_policy_leaves_a_head_norm_that_feeds_rotary_embedding():

@@ -29,11 +29,13 @@ def test_key_names_and_template_arguments():
     assert fused.cxx_type().endswith("inductor_rmsnorm::Formulation::kLlama, true>")
     no_weight = jit.KernelKey.create(128, torch.float16, None, "gemma")
     assert no_weight.name == "warp_h128_fp16_wnone_ofp16_torch"  # one instance serves every formulation
+    wide = jit.KernelKey.create(16384, torch.float32, torch.float32, "gemma")
+    assert wide.name == "wide_h16384_fp32_wfp32_ofp32_gemma" and "-DKERNEL_CLASS=WideRmsNorm" in wide.defines()
 
 
 def test_key_rejects_what_no_kernel_serves():
-    with pytest.raises(ValueError, match="hidden size 2880"):
-        jit.KernelKey.create(2880, torch.bfloat16, None, "torch")
+    with pytest.raises(ValueError, match="hidden size 2882"):
+        jit.KernelKey.create(2882, torch.bfloat16, None, "torch")
     with pytest.raises(ValueError, match="formulation 'rms'"):
         jit.KernelKey.create(512, torch.bfloat16, None, "rms")
 
@@ -108,11 +110,11 @@ def test_concurrent_builders_of_one_instance_build_it_once(tmp_path):
 @needs_nvcc
 def test_cli_builds_with_progress_and_names_what_it_skips(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
-    status = cli.main(["build", "--hidden", "512", "2880", "--dtype", "bfloat16", "--formulation", "llama",
+    status = cli.main(["build", "--hidden", "512", "2882", "--dtype", "bfloat16", "--formulation", "llama",
                        "--variant", "plain", "--arch", "sm_90", "--jobs", "2"])
     printed = capsys.readouterr().out
     assert status == 0
-    assert "skipped: hidden size 2880 has no kernel" in printed
+    assert "skipped: hidden size 2882 has no kernel" in printed
     assert "[1/1] cta_h512_bf16_wbf16_obf16_llama: ready in" in printed
     assert "1 of 1 ready" in printed
 

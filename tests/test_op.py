@@ -123,8 +123,8 @@ def test_bad_arguments_raise_clear_errors(weight, formulation, message):
 
 
 def test_unsupported_size_and_layout_raise_in_the_op():
-    with pytest.raises(RuntimeError, match="hidden size 2880 has no kernel"):
-        ops.rms_norm(torch.randn(2, 2880), None, 1e-6, "torch")
+    with pytest.raises(RuntimeError, match="hidden size 2882 has no kernel"):
+        ops.rms_norm(torch.randn(2, 2882), None, 1e-6, "torch")
     with pytest.raises(RuntimeError, match="last dimension of input is not contiguous"):
         ops.rms_norm(torch.randn(512, 4).t(), None, 1e-6, "torch")
     with pytest.raises(ValueError, match="at least one dimension"):
@@ -143,17 +143,17 @@ def test_out_variant_checks_out_and_writes_in_place():
 
 # ------------------------------------------------------------------------------------------ the eager API
 def test_eager_api_falls_back_on_unsupported_sizes():
-    x, weight = torch.randn(3, 2880, dtype=torch.bfloat16), torch.randn(2880, dtype=torch.bfloat16)
+    x, weight = torch.randn(3, 2882, dtype=torch.bfloat16), torch.randn(2882, dtype=torch.bfloat16)
     torch.testing.assert_close(
         inductor_rmsnorm.rms_norm(x, weight, 1e-6, formulation="llama"),
         rms_norm_reference(x, weight, 1e-6, "llama"), rtol=0, atol=0,
     )
 
 
-@pytest.mark.parametrize("hidden", [0, 2880, 16384, 100])
+@pytest.mark.parametrize("hidden", [0, 2882, 65544, 98])
 def test_eager_api_error_mode_names_the_size(hidden):
     x = torch.randn(3, hidden)
-    with pytest.raises(RuntimeError, match=f"hidden size {hidden} has no kernel; supported hidden sizes: 64, 128"):
+    with pytest.raises(RuntimeError, match=f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8"):
         inductor_rmsnorm.rms_norm(x, None, 1e-6, on_unsupported="error")
 
 

@@ -87,7 +87,7 @@ def test_float32_weight_llama_module_keeps_promoting():
 
 
 def test_patch_passes_on_unsupported_mode():
-    model = torch.nn.Sequential(torch.nn.RMSNorm(2880))
+    model = torch.nn.Sequential(torch.nn.RMSNorm(2882))
     inductor_rmsnorm.patch(model, on_unsupported="error")
-    with pytest.raises(RuntimeError, match="hidden size 2880"):
-        model(torch.randn(2, 2880))
+    with pytest.raises(RuntimeError, match="hidden size 2882"):
+        model(torch.randn(2, 2882))
