@@ -57,14 +57,21 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_PREFETCH 1  // load a block's next row before reducing this one (2x the row's registers)
 #endif
 #ifndef INDUCTOR_RMSNORM_STREAMING
-#define INDUCTOR_RMSNORM_STREAMING 0  // evict-first cache hints (ld/st.global.cs) on data touched once
+#define INDUCTOR_RMSNORM_STREAMING 1  // evict-first cache hints (ld/st.global.cs) on data touched once
 #endif
 #ifndef INDUCTOR_RMSNORM_PDL
-#define INDUCTOR_RMSNORM_PDL 0  // programmatic dependent launch (sm_90): overlap the launch with the previous kernel
+#define INDUCTOR_RMSNORM_PDL 1  // programmatic dependent launch (sm_90): overlap the launch with the previous kernel
 #endif
+#ifndef INDUCTOR_RMSNORM_PERSISTENT
+#define INDUCTOR_RMSNORM_PERSISTENT 1  // grid capped at the blocks the GPU holds at once, each looping over rows
+#endif
+#ifndef INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM
+#define INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM 0  // wide kernel: at most this many blocks an SM (0: as many as fit),
+#endif                                        // so the rows in flight stay in L2 until the second pass reads them
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kStreaming = INDUCTOR_RMSNORM_STREAMING != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
+constexpr bool kPersistent = INDUCTOR_RMSNORM_PERSISTENT != 0;
 
 namespace detail {
 
@@ -189,7 +196,8 @@ __device__ __forceinline__ void load_operands(V (&v)[N], V (&r)[M], const Kernel
   if constexpr (std::is_same_v<KernelParams, FusedAddParams>) load_row<Kernel, Operand::kResidual>(r, p, row);
 }
 
-// v <- in_t(v + r), written to the row of residual_out (the fused-add variant).
+// v <- in_t(v + r), written to the row of residual_out (the fused-add variant) with a plain store: the sum is
+// the next layer's residual, read again (an evict-first store also made the largest 16-bit rows spill).
 template <typename Kernel, typename V, int N>
 __device__ __forceinline__ void add_residual(V (&v)[N], const V (&r)[N], const FusedAddParams& p, int64_t row) {
   auto* s = static_cast<typename V::Element*>(p.residual_out) + row * p.residual_out_row_stride;
@@ -197,7 +205,7 @@ __device__ __forceinline__ void add_residual(V (&v)[N], const V (&r)[N], const F
   for (int i = 0; i < N; ++i) {
     if (!Kernel::owns(i)) continue;
     add_into(v[i], r[i]);
-    v[i].store_once(s + Kernel::column(i));
+    v[i].store(s + Kernel::column(i));
   }
 }
 
@@ -223,20 +231,32 @@ __device__ __forceinline__ float group_sum(float v) {
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 
-// Per-device launch shape cache: occupancy depends only on the kernel and the device.
-inline cudaError_t persistent_grid(const void* kernel, int threads, int64_t blocks_needed, int device,
-                                   int* max_blocks_cache, int* grid) {
-  if (max_blocks_cache[device] == 0) {
-    int sms = 0, per_sm = 0;
-    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    if (err != cudaSuccess) return err;
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
-    if (err != cudaSuccess) return err;
-    max_blocks_cache[device] = sms * (per_sm > 0 ? per_sm : 1);
-  }
-  const int64_t cap = max_blocks_cache[device];
-  *grid = static_cast<int>(blocks_needed < cap ? blocks_needed : cap);
+// What a launch needs to know of a device, found on its first launch there: occupancy depends only on the
+// kernel and the device.
+struct DeviceLaunchInfo {
+  int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
+  bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
+};
+
+inline cudaError_t device_launch_info(const void* kernel, int threads, int max_blocks_per_sm, int device,
+                                      DeviceLaunchInfo* info) {
+  if (info->max_blocks != 0) return cudaSuccess;
+  int sms = 0, per_sm = 0, major = 0;
+  cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+  if (err != cudaSuccess) return err;
+  if (max_blocks_per_sm > 0 && per_sm > max_blocks_per_sm) per_sm = max_blocks_per_sm;
+  info->programmatic = major >= 9;
+  info->max_blocks = sms * (per_sm > 0 ? per_sm : 1);
   return cudaSuccess;
+}
+
+// Blocks to launch: persistent, as many as the GPU holds at once, each looping over rows; otherwise one block
+// per row group, up to a grid the hardware takes (the loop covers any rows beyond it).
+inline int grid_size(const DeviceLaunchInfo& info, int64_t blocks_needed) {
+  const int64_t cap = kPersistent ? info.max_blocks : int64_t(1) << 30;
+  return static_cast<int>(blocks_needed < cap ? blocks_needed : cap);
 }
 
 constexpr int kMaxDevices = 64;
@@ -259,6 +279,7 @@ struct WarpRmsNorm {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
+  static constexpr int kMaxBlocksPerSm = 0;  // blocks an SM may hold at once (0: as many as fit)
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
@@ -346,6 +367,7 @@ struct CtaRmsNorm {
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kRowsPerBlock = 1;
+  static constexpr int kMaxBlocksPerSm = 0;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
@@ -431,6 +453,7 @@ struct WideRmsNorm {
   static constexpr int kVecsPerStep = kThreads * kUnroll;
   static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
   static constexpr int kRowsPerBlock = 1;
+  static constexpr int kMaxBlocksPerSm = INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM;
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
 
@@ -541,18 +564,18 @@ __global__ void __launch_bounds__(Kernel::kThreads)
 // Launches `Kernel` on `device` (made current for the call if it is not) and `stream`.
 template <typename Kernel>
 cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
-  static int max_blocks[detail::kMaxDevices] = {};
+  static detail::DeviceLaunchInfo devices[detail::kMaxDevices];
   if (p.rows == 0) return cudaSuccess;
   if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;
   int previous = -1;
   cudaError_t err = cudaGetDevice(&previous);
   if (err != cudaSuccess) return err;
   if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return err;
-  int grid = 0;
   const void* kernel = reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>);
-  err = detail::persistent_grid(kernel, Kernel::kThreads, Kernel::blocks_needed(p.rows), device, max_blocks, &grid);
+  err = detail::device_launch_info(kernel, Kernel::kThreads, Kernel::kMaxBlocksPerSm, device, &devices[device]);
   if (err == cudaSuccess) {
-    if constexpr (kProgrammaticLaunch) {
+    const int grid = detail::grid_size(devices[device], Kernel::blocks_needed(p.rows));
+    if (kProgrammaticLaunch && devices[device].programmatic) {
       cudaLaunchAttribute attribute{};
       attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
       attribute.val.programmaticStreamSerializationAllowed = 1;

@@ -27,8 +27,12 @@ from inductor_rmsnorm import dispatch, jit
 # and the largest; wide: one partial step, whole steps, and the largest with a partial last step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), "wide": (8200, 16384, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
-SWITCHES = {"prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",), "streaming hints": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
-            "programmatic launch": ("-DINDUCTOR_RMSNORM_PDL=1",)}
+SWITCHES = {
+    "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),
+    "streaming hints off": ("-DINDUCTOR_RMSNORM_STREAMING=0",),
+    "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
+    "not persistent, wide kernel 1 block an SM": ("-DINDUCTOR_RMSNORM_PERSISTENT=0", "-DINDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM=1"),
+}
 
 
 def keys_to_check() -> dict[str, list[jit.KernelKey]]:

@@ -49,8 +49,8 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" CTA_MAX_THREADS=64 CTA_MAX_THREADS=128 PREFETCH=0 CTA_MAX_THREADS=64,PREFETCH=0 STREAMING=1 \
-          PDL=1 --hidden 1024 4096 8192 --tokens 16 1024 32768
+          --variants "" PERSISTENT=0 WIDE_BLOCKS_PER_SM=1 WIDE_BLOCKS_PER_SM=2 PDL=0 STREAMING=0 CTA_MAX_THREADS=128 \
+          --hidden 1024 4096 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     *)
       echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning)"; exit 2 ;;

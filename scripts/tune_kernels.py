@@ -4,9 +4,11 @@ replay, rotating buffers), with the copy bandwidth of the same run. Prints one t
 recorded in docs/PERFORMANCE.md.
 
 Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults):
-  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 \
+  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=0 CTA_MAX_THREADS=512 \
       [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
-(--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads.)
+(--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads; --interleave: a
+one-element torch add before each call, so each launch follows another kernel, as in a model, not its own kind:
+programmatic dependent launch gains less there. Times then include the add.)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 1024, 32768])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--fused-add", action="store_true", help="tune the fused residual-add variant")
+    parser.add_argument("--interleave", action="store_true", help="a one-element torch add before each call")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("tuning needs a CUDA GPU; skipped")
@@ -54,7 +57,8 @@ def main() -> int:
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
     copy_bandwidth = measure_copy_bandwidth(10)
     launch_floor = measure_launch_floor(10)
-    print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s, launch floor {launch_floor * 1e6:.2f} µs")
+    print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s, launch floor {launch_floor * 1e6:.2f} µs"
+          + (", each call after a one-element add" if args.interleave else ""))
     print("| hidden | tokens | " + " | ".join(f"{v or 'defaults'}: µs (% copy)" for v in args.variants) + " |")
     print("|---|---|" + "---|" * len(args.variants))
     for hidden in args.hidden:
@@ -65,6 +69,7 @@ def main() -> int:
             inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffers)]
             residuals = [torch.randn_like(x) for x in inputs] if args.fused_add else None
             out, residual_out = torch.empty_like(inputs[0]), torch.empty_like(inputs[0])
+            tiny = torch.ones(1, device="cuda")
             cells = []
             keep_gpu_busy(0.05)
             for variant in args.variants:
@@ -72,6 +77,8 @@ def main() -> int:
 
                 def call(index, instance=instance):
                     x, stream = inputs[index % buffers], torch.cuda.current_stream().cuda_stream
+                    if args.interleave:
+                        tiny.add_(1.0)
                     if args.fused_add:
                         code = instance.launch(out.data_ptr(), residual_out.data_ptr(), x.data_ptr(),
                                                residuals[index % buffers].data_ptr(), weight.data_ptr(), tokens,
