@@ -56,22 +56,21 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_PREFETCH
 #define INDUCTOR_RMSNORM_PREFETCH 1  // load a block's next row before reducing this one (2x the row's registers)
 #endif
+// Switches that default to -1 take each kernel class's measured choice; 0 or 1 forces it for every class.
 #ifndef INDUCTOR_RMSNORM_STREAMING
-#define INDUCTOR_RMSNORM_STREAMING 1  // evict-first cache hints (ld/st.global.cs) on data touched once
+#define INDUCTOR_RMSNORM_STREAMING -1  // evict-first cache hints (ld/st.global.cs) on data touched once
 #endif
 #ifndef INDUCTOR_RMSNORM_PDL
 #define INDUCTOR_RMSNORM_PDL 1  // programmatic dependent launch (sm_90): overlap the launch with the previous kernel
 #endif
 #ifndef INDUCTOR_RMSNORM_PERSISTENT
-#define INDUCTOR_RMSNORM_PERSISTENT 1  // grid capped at the blocks the GPU holds at once, each looping over rows
+#define INDUCTOR_RMSNORM_PERSISTENT -1  // grid capped at the blocks the GPU holds at once, each looping over rows
 #endif
-#ifndef INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM
-#define INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM 0  // wide kernel: at most this many blocks an SM (0: as many as fit),
-#endif                                        // so the rows in flight stay in L2 until the second pass reads them
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
-constexpr bool kStreaming = INDUCTOR_RMSNORM_STREAMING != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
-constexpr bool kPersistent = INDUCTOR_RMSNORM_PERSISTENT != 0;
+constexpr bool switch_or(int value, bool measured) { return value < 0 ? measured : value != 0; }
+constexpr bool streaming_or(bool measured) { return switch_or(INDUCTOR_RMSNORM_STREAMING, measured); }
+constexpr bool persistent_or(bool measured) { return switch_or(INDUCTOR_RMSNORM_PERSISTENT, measured); }
 
 namespace detail {
 
@@ -105,16 +104,18 @@ struct alignas(16) Vec {
     for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = reinterpret_cast<const uint4*>(v)[c];
   }
   // For rows read or written exactly once (x, residual, y, the sum): the weight, reused by every row, uses load.
+  template <bool kEvictFirst>
   __device__ __forceinline__ void load_once(const T* p) {
-    if constexpr (kStreaming) {
+    if constexpr (kEvictFirst) {
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(v)[c] = __ldcs(reinterpret_cast<const uint4*>(p) + c);
     } else {
       load(p);
     }
   }
+  template <bool kEvictFirst>
   __device__ __forceinline__ void store_once(T* p) const {
-    if constexpr (kStreaming) {
+    if constexpr (kEvictFirst) {
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) __stcs(reinterpret_cast<uint4*>(p) + c, reinterpret_cast<const uint4*>(v)[c]);
     } else {
@@ -149,7 +150,7 @@ struct Normalize {
   }
 
   // Normalises one vector of x and stores it at y.
-  template <int N, typename WVec>
+  template <bool kEvictFirst, int N, typename WVec>
   __device__ __forceinline__ static void store(TOut* y, const Vec<TIn, N>& x, float inv_rms, const WVec& w) {
     Vec<TOut, N> out;
 #pragma unroll
@@ -157,7 +158,7 @@ struct Normalize {
       if constexpr (std::is_same_v<TW, NoWeight>) out.v[j] = apply(x.v[j], inv_rms, 0);
       else out.v[j] = apply(x.v[j], inv_rms, w.v[j]);
     }
-    out.store_once(y);
+    out.template store_once<kEvictFirst>(y);
   }
 };
 
@@ -185,7 +186,7 @@ __device__ __forceinline__ void load_row(V (&v)[N], const KernelParams& p, int64
   const auto* x = row_pointer<kOperand, typename V::Element>(p, row);
 #pragma unroll
   for (int i = 0; i < N; ++i)
-    if (Kernel::owns(i)) v[i].load_once(x + Kernel::column(i));
+    if (Kernel::owns(i)) v[i].template load_once<Kernel::kEvictFirst>(x + Kernel::column(i));
 }
 
 // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
@@ -238,15 +239,13 @@ struct DeviceLaunchInfo {
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
 };
 
-inline cudaError_t device_launch_info(const void* kernel, int threads, int max_blocks_per_sm, int device,
-                                      DeviceLaunchInfo* info) {
+inline cudaError_t device_launch_info(const void* kernel, int threads, int device, DeviceLaunchInfo* info) {
   if (info->max_blocks != 0) return cudaSuccess;
   int sms = 0, per_sm = 0, major = 0;
   cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
   if (err != cudaSuccess) return err;
-  if (max_blocks_per_sm > 0 && per_sm > max_blocks_per_sm) per_sm = max_blocks_per_sm;
   info->programmatic = major >= 9;
   info->max_blocks = sms * (per_sm > 0 ? per_sm : 1);
   return cudaSuccess;
@@ -254,8 +253,8 @@ inline cudaError_t device_launch_info(const void* kernel, int threads, int max_b
 
 // Blocks to launch: persistent, as many as the GPU holds at once, each looping over rows; otherwise one block
 // per row group, up to a grid the hardware takes (the loop covers any rows beyond it).
-inline int grid_size(const DeviceLaunchInfo& info, int64_t blocks_needed) {
-  const int64_t cap = kPersistent ? info.max_blocks : int64_t(1) << 30;
+inline int grid_size(const DeviceLaunchInfo& info, bool persistent, int64_t blocks_needed) {
+  const int64_t cap = persistent ? info.max_blocks : int64_t(1) << 30;
   return static_cast<int>(blocks_needed < cap ? blocks_needed : cap);
 }
 
@@ -279,7 +278,10 @@ struct WarpRmsNorm {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
-  static constexpr int kMaxBlocksPerSm = 0;  // blocks an SM may hold at once (0: as many as fit)
+  // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
+  // 8192 tokens faster, the fused variant slower).
+  static constexpr bool kEvictFirst = streaming_or(false);
+  static constexpr bool kPersistentGrid = persistent_or(true);
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
@@ -327,7 +329,7 @@ struct WarpRmsNorm {
         TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i)
-          if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
+          if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
       }
       if constexpr (kPrefetch) {
 #pragma unroll
@@ -367,7 +369,11 @@ struct CtaRmsNorm {
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kRowsPerBlock = 1;
-  static constexpr int kMaxBlocksPerSm = 0;
+  // Measured on the H200 (run 10, docs/PERFORMANCE.md): evict-first hints made the fused variant 5-7 % slower
+  // at 32768 tokens and gained nothing elsewhere; a block per row instead of a persistent grid lost 15-25 % at
+  // 1024-32768 tokens.
+  static constexpr bool kEvictFirst = streaming_or(false);
+  static constexpr bool kPersistentGrid = persistent_or(true);
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
@@ -425,7 +431,7 @@ struct CtaRmsNorm {
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) Norm::store(y + column(i), v[i], inv_rms, w[i]);
+        if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
       if constexpr (kPrefetch) {
 #pragma unroll
         for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
@@ -453,7 +459,10 @@ struct WideRmsNorm {
   static constexpr int kVecsPerStep = kThreads * kUnroll;
   static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
   static constexpr int kRowsPerBlock = 1;
-  static constexpr int kMaxBlocksPerSm = INDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM;
+  // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
+  // columns: 54 -> 76 % of copy), and a block per row beats a persistent grid (76 -> 84 %).
+  static constexpr bool kEvictFirst = streaming_or(true);
+  static constexpr bool kPersistentGrid = persistent_or(false);
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
 
@@ -531,13 +540,13 @@ struct WideRmsNorm {
         for (int u = 0; u < kUnroll; ++u) {
           const int i = index(step, u);
           if (!inside(i)) continue;
-          v[u].load_once(second + i * kVec);  // its last read
+          v[u].template load_once<kEvictFirst>(second + i * kVec);  // its last read
           w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           const int i = index(step, u);
-          if (inside(i)) Norm::store(y + i * kVec, v[u], inv_rms, w[u]);
+          if (inside(i)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
         }
       }
     }
@@ -572,9 +581,9 @@ cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, 
   if (err != cudaSuccess) return err;
   if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return err;
   const void* kernel = reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>);
-  err = detail::device_launch_info(kernel, Kernel::kThreads, Kernel::kMaxBlocksPerSm, device, &devices[device]);
+  err = detail::device_launch_info(kernel, Kernel::kThreads, device, &devices[device]);
   if (err == cudaSuccess) {
-    const int grid = detail::grid_size(devices[device], Kernel::blocks_needed(p.rows));
+    const int grid = detail::grid_size(devices[device], Kernel::kPersistentGrid, Kernel::blocks_needed(p.rows));
     if (kProgrammaticLaunch && devices[device].programmatic) {
       cudaLaunchAttribute attribute{};
       attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;

@@ -29,9 +29,9 @@ SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), 
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {
     "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),
-    "streaming hints off": ("-DINDUCTOR_RMSNORM_STREAMING=0",),
+    "streaming hints everywhere": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
+    "streaming hints nowhere, grids persistent everywhere": ("-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
-    "not persistent, wide kernel 1 block an SM": ("-DINDUCTOR_RMSNORM_PERSISTENT=0", "-DINDUCTOR_RMSNORM_WIDE_BLOCKS_PER_SM=1"),
 }
 
 

@@ -49,7 +49,7 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" PERSISTENT=0 WIDE_BLOCKS_PER_SM=1 WIDE_BLOCKS_PER_SM=2 PDL=0 STREAMING=0 CTA_MAX_THREADS=128 \
+          --variants "" PERSISTENT=0 PERSISTENT=1 PDL=0 STREAMING=0 STREAMING=1 CTA_MAX_THREADS=128 \
           --hidden 1024 4096 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     *)

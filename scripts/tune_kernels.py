@@ -4,7 +4,7 @@ replay, rotating buffers), with the copy bandwidth of the same run. Prints one t
 recorded in docs/PERFORMANCE.md.
 
 Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults):
-  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=0 CTA_MAX_THREADS=512 \
+  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 \
       [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
 (--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads; --interleave: a
 one-element torch add before each call, so each launch follows another kernel, as in a model, not its own kind:
