@@ -1,0 +1,59 @@
+"""Where a compiled model's time goes, with the pass and without it: one workload of scripts/bench_models.py
+(default: Llama 3, one decode step at batch 1, torch.compile defaults) under torch.profiler, printing the ops
+with the most CPU time and the most CUDA time for each. Run with TORCH_LOGS=output_code to see the generated code.
+
+Usage: python scripts/profile_model.py [--model llama3] [--phase decode] [--batch 1] [--tokens 1] [--rows 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import MODELS, Workload, build_model  # noqa: E402
+
+import inductor_rmsnorm  # noqa: E402
+
+
+def profile(workload: Workload, forward, calls: int, rows: int) -> None:
+    for _ in range(3):  # compile and warm up outside the profile
+        workload.run(forward)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        for _ in range(calls):
+            workload.run(forward)
+        torch.cuda.synchronize()
+    averages = profiler.key_averages()
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+    print(averages.table(sort_by="self_cuda_time_total", row_limit=rows))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="llama3")
+    parser.add_argument("--phase", choices=["prefill", "decode"], default="decode")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=1, help="prefill tokens a sequence (decode: always 1)")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=20)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("profiling needs a CUDA GPU; skipped")
+        return 0
+    model = build_model(args.model, args.layers)
+    workload = Workload(model, args.phase, args.batch, args.tokens if args.phase == "prefill" else 1)
+    for label, options in (("without the pass", None), ("with the pass", inductor_rmsnorm.compile_options())):
+        print(f"==== {args.model} {workload.label()}, torch.compile defaults, {label}", flush=True)
+        torch._dynamo.reset()
+        profile(workload, torch.compile(model, options=options), args.calls, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
