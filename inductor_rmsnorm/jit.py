@@ -327,7 +327,7 @@ class KernelInstance:
         if key.fused_add:
             self.launch = handle.inductor_rmsnorm_launch_fused_add
             self.launch.argtypes = [pointer] * 5 + [count] * 5 + [scalar, pointer, ctypes.c_int]
-            self.launch_contiguous = None  # the fused op has no eager hot path
+            self.launch_contiguous = None  # its hot path (ops.try_run_fused_kernel) passes the strides
         else:
             self.launch = handle.inductor_rmsnorm_launch
             self.launch.argtypes = [pointer] * 3 + [count] * 3 + [scalar, pointer, ctypes.c_int]
