@@ -42,6 +42,12 @@ from inductor_rmsnorm import kernel_for, ops  # noqa: E402
 EPS = 1e-6
 DEFAULT_HIDDEN = (64, 128, 256, 512, 1024, 2048, 4096, 5120, 8192)
 DEFAULT_TOKENS = (1, 16, 128, 1024, 8192, 32768)
+# --grid all-sizes: the sizes real models use, 64 to 65536 (96 and 192: head dims; 512 and 1536: DeepSeek's latent
+# norms; 2880: gpt-oss; 5376: Gemma 3 27B; 7168: DeepSeek-V3; 16384: Llama 3 405B), up to 65536 tokens.
+ALL_SIZES_HIDDEN = (64, 96, 128, 192, 256, 512, 1024, 1536, 2048, 2880, 4096, 5120, 5376, 7168, 8192, 12288, 16384,
+                    32768, 65536)
+ALL_SIZES_TOKENS = (1, 16, 128, 1024, 8192, 65536)
+GRIDS = {"default": (DEFAULT_HIDDEN, DEFAULT_TOKENS), "all-sizes": (ALL_SIZES_HIDDEN, ALL_SIZES_TOKENS)}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SHORT_DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 # assert_close tolerance against F.rms_norm: loose enough for the formulations' rounding, tight enough for bugs.
@@ -466,15 +472,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         description="Time inductor_rmsnorm's kernels against hf_eager, F.rms_norm, inductor and liger on a CUDA GPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--hidden", type=positive_int, nargs="+", default=list(DEFAULT_HIDDEN), help="hidden sizes")
-    parser.add_argument("--tokens", type=positive_int, nargs="+", default=list(DEFAULT_TOKENS), help="token counts")
+    parser.add_argument("--grid", choices=list(GRIDS), default="default",
+                        help="hidden sizes and token counts, where --hidden / --tokens do not say")
+    parser.add_argument("--hidden", type=positive_int, nargs="+", help="hidden sizes")
+    parser.add_argument("--tokens", type=positive_int, nargs="+", help="token counts")
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["bfloat16"], help="dtypes of x and weight")
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS),
                         help="what to time (leaving out inductor skips its compiles)")
     parser.add_argument("--fused-add", action="store_true", help="residual add + norm, both outputs returned")
     parser.add_argument("--replays", type=positive_int, default=20, help="timed graph replays per measurement")
     parser.add_argument("--json", type=Path, default=Path("bench_kernels.json"), help="where to write the results")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    grid_hidden, grid_tokens = GRIDS[args.grid]
+    args.hidden = args.hidden or list(grid_hidden)
+    args.tokens = args.tokens or list(grid_tokens)
+    return args
 
 
 def grid(args: argparse.Namespace) -> list[tuple[str, int, int]]:

@@ -6,11 +6,14 @@
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
+#   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
+#               dtype and variant: GRID_DTYPE=bfloat16|float16|float32, GRID_VARIANT=plain|fused (HF eager left
+#               out: far behind everywhere, and the slowest to time at large sizes)
 # Logs and JSON go to ${OUT:-gpu_check_out}; each step prints its last lines. A device call allows 10 minutes:
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models tuning"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models tuning grid"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -52,8 +55,13 @@ for group in "$@"; do
           --variants "" PERSISTENT=0 PERSISTENT=1 PDL=0 STREAMING=0 STREAMING=1 CTA_MAX_THREADS=128 \
           --hidden 1024 4096 8192 16384 65536 --tokens 16 1024 32768
       done ;;
+    grid)
+      dtype=${GRID_DTYPE:-bfloat16} variant=${GRID_VARIANT:-plain}
+      step "grid_${dtype}_$variant" 560 python3 scripts/bench_kernels.py --grid all-sizes --dtype "$dtype" \
+        $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
+        --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning, grid)"; exit 2 ;;
   esac
 done
 exit $status
