@@ -94,6 +94,34 @@ def test_a_gpu_other_than_the_current_one():
     assert torch.equal(s, expected_s) and ulp_difference(y, expected_y).within()
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_compiled_block_on_a_gpu_other_than_the_current_one():
+    """The pass's ops in Inductor's generated code, on cuda:1 while cuda:0 is current: the residual add + norm
+    of a decoder layer, against the same module eagerly."""
+    from modules import LlamaRMSNorm
+
+    class ResidualNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = LlamaRMSNorm(4096)
+
+        def forward(self, x, residual):
+            s = x + residual
+            return self.norm(s), s
+
+    torch.cuda.set_device(0)
+    module = ResidualNorm().to("cuda:1", torch.bfloat16)
+    x, residual = (torch.randn(33, 4096, device="cuda:1", dtype=torch.bfloat16) for _ in range(2))
+    inductor_rmsnorm.report(clear=True)
+    with torch.no_grad():
+        compiled = torch.compile(module, options=inductor_rmsnorm.compile_options())(x, residual)
+        eager = module(x, residual)
+    assert [c.residual for c in inductor_rmsnorm.report().replaced] == ["fused_add"]
+    assert torch.cuda.current_device() == 0
+    assert all(t.device == torch.device("cuda:1") for t in compiled)
+    assert torch.equal(compiled[1], eager[1]) and ulp_difference(compiled[0], eager[0]).within()
+
+
 def test_threads_on_their_own_streams_get_correct_results():
     seconds = float(os.environ.get("INDUCTOR_RMSNORM_STRESS_SECONDS", "60"))
     shapes = [(7, 4096), (129, 2048), (1, 128), (1000, 8192)] * 2
