@@ -3,6 +3,7 @@ macros of csrc/rmsnorm.cuh) at several hidden sizes and token counts, timed like
 replay, rotating buffers), with the copy bandwidth of the same run. Prints one table; the chosen defaults are
 recorded in docs/PERFORMANCE.md.
 
+Each variant's output is checked against torch's (a wrong one is marked WRONG in the table).
 Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults):
   python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 \
       [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
@@ -21,14 +22,30 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import (  # noqa: E402
-    DTYPES, FIRST_WARM_UP_SECONDS, bytes_moved, keep_gpu_busy, measure_copy_bandwidth, measure_launch_floor,
-    plan_replay, time_per_call,
+    DTYPES, EPS, FIRST_WARM_UP_SECONDS, WrongResult, bytes_moved, check_output, keep_gpu_busy,
+    measure_copy_bandwidth, measure_launch_floor, plan_replay, time_per_call,
 )
 
 from inductor_rmsnorm import jit  # noqa: E402
+
+
+def wrong_result(call, x, residual, weight, out, residual_out) -> str:
+    """"" if the variant's output for buffer 0 is close to torch's, else a mark for the table (a variant that
+    computes something else has no meaningful time)."""
+    call(0)
+    expected_sum = x if residual is None else x + residual
+    expected = F.rms_norm(expected_sum, (x.shape[-1],), weight, EPS)
+    try:
+        check_output(out if residual is None else (out, residual_out),
+                     expected if residual is None else (expected, expected_sum))
+    except WrongResult as error:
+        print(f"wrong result: {error}", flush=True)
+        return " WRONG"
+    return ""
 
 
 def main() -> int:
@@ -82,15 +99,17 @@ def main() -> int:
                     if args.fused_add:
                         code = instance.launch(out.data_ptr(), residual_out.data_ptr(), x.data_ptr(),
                                                residuals[index % buffers].data_ptr(), weight.data_ptr(), tokens,
-                                               hidden, hidden, hidden, hidden, 1e-6, stream, 0)
+                                               hidden, hidden, hidden, hidden, EPS, stream, 0)
                     else:
                         code = instance.launch(out.data_ptr(), x.data_ptr(), weight.data_ptr(), tokens, hidden,
-                                               hidden, 1e-6, stream, 0)
+                                               hidden, EPS, stream, 0)
                     if code:
                         instance.raise_error(code)
 
                 seconds = time_per_call(call, calls, 10).seconds_per_call
-                cells.append(f"{seconds * 1e6:.2f} ({moved / seconds / copy_bandwidth:.0%})")
+                cells.append(f"{seconds * 1e6:.2f} ({moved / seconds / copy_bandwidth:.0%})"
+                             + wrong_result(call, inputs[0], None if residuals is None else residuals[0], weight,
+                                           out, residual_out))
             print(f"| {hidden} | {tokens} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
