@@ -233,7 +233,8 @@ __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / 
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 
 // What a launch needs to know of a device, found on its first launch there: occupancy depends only on the
-// kernel and the device.
+// kernel and the device. Threads launching at once may both fill it in, with the same values; one that reads
+// `programmatic` before it is set merely launches without programmatic dependent launch.
 struct DeviceLaunchInfo {
   int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)

@@ -52,8 +52,8 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" PERSISTENT=0 PERSISTENT=1 PDL=0 STREAMING=0 STREAMING=1 CTA_MAX_THREADS=128 \
-          --hidden 1024 4096 8192 16384 65536 --tokens 16 1024 32768
+          --variants "" CTA_MAX_THREADS=512 CTA_MAX_THREADS=512,PREFETCH=0 PREFETCH=0 STREAMING=1 PDL=0 \
+          --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     grid)
       dtype=${GRID_DTYPE:-bfloat16} variant=${GRID_VARIANT:-plain}
