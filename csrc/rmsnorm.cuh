@@ -229,6 +229,20 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
+// The block's total of every thread's `value`, through per-warp partial sums in `partial`. Kernels pass one of
+// two buffers, alternating by row, so one barrier per row suffices: a warp can only overwrite a buffer after
+// the next row's barrier, which every reader of it has passed.
+template <int kWarps>
+__device__ __forceinline__ float block_sum(float value, float (&partial)[kWarps], int lane, int warp) {
+  value = group_sum<32>(value);
+  if (lane == 0) partial[warp] = value;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int k = 0; k < kWarps; ++k) total += partial[k];
+  return total;
+}
+
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 
@@ -394,9 +408,7 @@ struct CtaRmsNorm {
   __device__ static int column(int slot) { return (int(threadIdx.x) + slot * kThreads) * kVec; }
 
   __device__ static void body(const KernelParams& p) {
-    // Two buffers of per-warp partial sums, alternating by row, so one barrier per row suffices: a warp can
-    // only overwrite a buffer after the next row's barrier, which every reader of it has passed.
-    __shared__ float partial[2][kWarps];
+    __shared__ float partial[2][kWarps];  // per-warp partial sums, two buffers alternating by row (block_sum)
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
 
@@ -420,12 +432,7 @@ struct CtaRmsNorm {
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
         if (owns(i)) detail::add_squares(sum_sq, v[i]);
-      sum_sq = detail::group_sum<32>(sum_sq);
-      if (lane == 0) partial[parity][warp] = sum_sq;
-      __syncthreads();
-      float total = 0.f;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) total += partial[parity][k];
+      const float total = detail::block_sum(sum_sq, partial[parity], lane, warp);
       parity ^= 1;
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
@@ -477,8 +484,7 @@ struct WideRmsNorm {
   __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
 
   __device__ static void body(const KernelParams& p) {
-    // Two buffers of per-warp partial sums, alternating by row: one barrier per row (as in CtaRmsNorm).
-    __shared__ float partial[2][kWarps];
+    __shared__ float partial[2][kWarps];  // per-warp partial sums, two buffers alternating by row (block_sum)
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     int parity = 0;
@@ -523,12 +529,7 @@ struct WideRmsNorm {
             if (inside(index(step, u))) detail::add_squares(sum_sq, v[u]);
         }
       }
-      sum_sq = detail::group_sum<32>(sum_sq);
-      if (lane == 0) partial[parity][warp] = sum_sq;
-      __syncthreads();
-      float total = 0.f;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) total += partial[parity][k];
+      const float total = detail::block_sum(sum_sq, partial[parity], lane, warp);
       parity ^= 1;
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
