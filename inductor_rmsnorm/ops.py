@@ -139,7 +139,7 @@ class _Plan(NamedTuple):
     """What a call needs once its arguments are known to be served: checked and built once per key."""
 
     launch: object  # the instance's C launcher (ctypes); returns a CUDA error code
-    launch_contiguous: object  # the same for contiguous rows, with fewer arguments (None for fused add)
+    launch_contiguous: object  # the same for contiguous rows, with fewer arguments
     instance: jit.KernelInstance
     output_dtype: torch.dtype
     keeps_dtype: bool  # output dtype == input dtype: `empty_like(input)` without a dtype argument, which is cheaper
@@ -281,9 +281,9 @@ def try_run_fused_kernel(input: torch.Tensor, residual: torch.Tensor, weight: to
         return None
     out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
     residual_out = torch.empty_like(input)
-    code = plan.launch(out.data_ptr(), residual_out.data_ptr(), x_ptr, residual_ptr,
-                       None if weight is None else weight.data_ptr(), rows, hidden, hidden, hidden, hidden, eps,
-                       torch._C._cuda_getCurrentRawStream(device), device)
+    code = plan.launch_contiguous(out.data_ptr(), residual_out.data_ptr(), x_ptr, residual_ptr,
+                                  None if weight is None else weight.data_ptr(), rows, eps,
+                                  torch._C._cuda_getCurrentRawStream(device), device)
     if code:
         plan.instance.raise_error(code)
     return out, residual_out
