@@ -421,7 +421,8 @@ def target_lists(environment: dict, records: list[dict]) -> str:
         return f"{name} {record['us'][name]:.2f} µs"
 
     sections = [
-        ("Ours slower than inductor", slower_than("speedup_vs_inductor", lambda r: f"inductor {r['us']['inductor']:.2f} µs")),
+        ("Ours slower than inductor",
+         slower_than("speedup_vs_inductor", lambda r: f"inductor {r['us']['inductor']:.2f} µs")),
         ("Ours slower than the best peer", slower_than("speedup_vs_best_peer", best_peer)),
     ]
     for fraction in TARGET_FRACTIONS_OF_COPY:

@@ -30,7 +30,8 @@ SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), 
 SWITCHES = {
     "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),
     "streaming hints everywhere": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
-    "streaming hints nowhere, grids persistent everywhere": ("-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
+    "streaming hints nowhere, grids persistent everywhere": (
+        "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
 }
 

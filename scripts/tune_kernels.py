@@ -74,7 +74,8 @@ def main() -> int:
     keep_gpu_busy(FIRST_WARM_UP_SECONDS)
     copy_bandwidth = measure_copy_bandwidth(10)
     launch_floor = measure_launch_floor(10)
-    print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s, launch floor {launch_floor * 1e6:.2f} µs"
+    print(f"{torch.cuda.get_device_name()}: copy {copy_bandwidth / 1e12:.2f} TB/s,"
+          f" launch floor {launch_floor * 1e6:.2f} µs"
           + (", each call after a one-element add" if args.interleave else ""))
     print("| hidden | tokens | " + " | ".join(f"{v or 'defaults'}: µs (% copy)" for v in args.variants) + " |")
     print("|---|---|" + "---|" * len(args.variants))

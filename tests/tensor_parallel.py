@@ -99,8 +99,10 @@ def run_rank(rank: int, world: int, port: int, device_kind: str, dtype_name: str
                 inductor_rmsnorm.report(clear=True)
                 compiled = torch.compile(part, options=inductor_rmsnorm.compile_options())
                 actual = compiled(x)
-        replaced = sorted((c.search, c.residual, c.hidden_size, c.dtype, c.kernel) for c in inductor_rmsnorm.report().replaced)
-        error = max(float((a.float() - e.float()).abs().max() / e.float().abs().max()) for a, e in zip(actual, expected))
+        replaced = sorted((c.search, c.residual, c.hidden_size, c.dtype, c.kernel)
+                          for c in inductor_rmsnorm.report().replaced)
+        error = max(float((a.float() - e.float()).abs().max() / e.float().abs().max())
+                    for a, e in zip(actual, expected))
         results.put((rank, replaced, error))
     finally:
         dist.destroy_process_group()
