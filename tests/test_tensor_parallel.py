@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import time
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import torch.distributed as dist
 import tensor_parallel
 
 WORLD = 2
+DEADLINE_SECONDS = 600  # each rank compiles once; a rank stuck in a collective fails the test instead of hanging
 # The block's three norms: the input norm on the layer input, and two residual adds + norm whose sums are used
 # on (the MLP's residual, the next layer's), each one fused-add kernel call.
 EXPECTED_REPLACED = {("hf_llama", "fused_add"): 2, ("hf_llama", "plain"): 1}
@@ -27,7 +29,7 @@ def free_port() -> int:
 
 def run_ranks(device_kind: str, dtype_name: str) -> list[tuple]:
     """Spawn WORLD ranks of tensor_parallel.run_rank; their results, by rank. A rank that dies fails the test
-    at once instead of leaving the others waiting."""
+    at once instead of leaving the others waiting; so does passing the deadline."""
     context = torch.multiprocessing.get_context("spawn")
     results = context.Queue()
     port = free_port()
@@ -36,8 +38,10 @@ def run_ranks(device_kind: str, dtype_name: str) -> list[tuple]:
     for process in processes:
         process.start()
     outcomes = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
     try:
         while len(outcomes) < WORLD:
+            assert time.monotonic() < deadline, f"{WORLD - len(outcomes)} rank(s) gave no result in {DEADLINE_SECONDS} s"
             try:
                 outcomes.append(results.get(timeout=5))
             except queue.Empty:
