@@ -27,13 +27,13 @@ INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # in float32.
 VECTOR_BYTES = 16
 
-# (kernel class, rule on the hidden size and the element size in bytes, the rule in words). First match wins.
+# (kernel class, the largest hidden size it serves, its sizes in words), by size: the first that fits serves.
 KERNEL_TABLE = (
-    ("warp", lambda hidden, itemsize: hidden <= 256, "up to 256"),
+    ("warp", 256, "up to 256"),
     # the row in registers: longer rows spill in the fused residual-add variant (scripts/check_kernels.py)
-    ("cta", lambda hidden, itemsize: hidden <= 8192, "from 264 (16-bit) or 260 (float32) to 8192"),
+    ("cta", 8192, "from 264 (16-bit) or 260 (float32) to 8192"),
     # two passes over the row, the second from L2
-    ("wide", lambda hidden, itemsize: hidden <= 65536, "from 8200 (16-bit) or 8196 (float32) to 65536"),
+    ("wide", 65536, "from 8200 (16-bit) or 8196 (float32) to 65536"),
 )
 
 SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " + "; ".join(
@@ -44,11 +44,10 @@ def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | N
     """The kernel class ("warp", "cta" or "wide") that normalises rows of `hidden_size` elements of `dtype`, or None."""
     if dtype not in INPUT_DTYPES:
         return None
-    itemsize = dtype.itemsize
-    if hidden_size <= 0 or hidden_size * itemsize % VECTOR_BYTES:
+    if hidden_size <= 0 or hidden_size * dtype.itemsize % VECTOR_BYTES:
         return None
-    for kernel_class, serves, _ in KERNEL_TABLE:
-        if serves(hidden_size, itemsize):
+    for kernel_class, largest, _ in KERNEL_TABLE:
+        if hidden_size <= largest:
             return kernel_class
     return None
 

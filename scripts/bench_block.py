@@ -21,19 +21,9 @@ from bench_kernels import (  # noqa: E402
     FIRST_WARM_UP_SECONDS, WARM_UP_SECONDS, describe_environment, keep_gpu_busy, measure_copy_bandwidth,
     measure_launch_floor, plan_replay, time_per_call,
 )
-from modules import LlamaRMSNorm  # noqa: E402
+from modules import DecoderLayerTail, LlamaRMSNorm  # noqa: E402
 
 import inductor_rmsnorm  # noqa: E402
-
-
-class ResidualNorm(torch.nn.Module):
-    def __init__(self, hidden: int):
-        super().__init__()
-        self.norm = LlamaRMSNorm(hidden)
-
-    def forward(self, x, residual):
-        s = x + residual
-        return self.norm(s), s
 
 
 def main() -> int:
@@ -54,7 +44,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     records = []
     for hidden in args.hidden:
-        module = ResidualNorm(hidden).to("cuda", torch.bfloat16)
+        module = DecoderLayerTail(LlamaRMSNorm(hidden)).to("cuda", torch.bfloat16)
         with torch.no_grad():
             module.norm.weight.normal_(1.0, 0.5)
         for tokens in args.tokens:

@@ -23,6 +23,18 @@ class LlamaRMSNorm(torch.nn.Module):
         return self.weight * hidden_states.to(input_dtype)
 
 
+class DecoderLayerTail(torch.nn.Module):
+    """The end of a decoder layer: the residual add and its norm; the sum is the next layer's residual."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x, residual):
+        s = x + residual
+        return self.norm(s), s
+
+
 class GemmaRMSNorm(torch.nn.Module):
     """transformers' GemmaRMSNorm (Gemma 2 and 3 too): the weight is stored as an offset from 1."""
 

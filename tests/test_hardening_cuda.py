@@ -15,7 +15,7 @@ import inductor_rmsnorm
 from inductor_rmsnorm import ops
 from inductor_rmsnorm.numerics import ulp_difference
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
-from modules import check_against_eager, eager_module, random_weight
+from modules import DecoderLayerTail, LlamaRMSNorm, check_against_eager, eager_module, random_weight
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -98,19 +98,8 @@ def test_a_gpu_other_than_the_current_one():
 def test_a_compiled_block_on_a_gpu_other_than_the_current_one():
     """The pass's ops in Inductor's generated code, on cuda:1 while cuda:0 is current: the residual add + norm
     of a decoder layer, against the same module eagerly."""
-    from modules import LlamaRMSNorm
-
-    class ResidualNorm(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm = LlamaRMSNorm(4096)
-
-        def forward(self, x, residual):
-            s = x + residual
-            return self.norm(s), s
-
     torch.cuda.set_device(0)
-    module = ResidualNorm().to("cuda:1", torch.bfloat16)
+    module = DecoderLayerTail(LlamaRMSNorm(4096)).to("cuda:1", torch.bfloat16)
     x, residual = (torch.randn(33, 4096, device="cuda:1", dtype=torch.bfloat16) for _ in range(2))
     inductor_rmsnorm.report(clear=True)
     with torch.no_grad():

@@ -12,7 +12,7 @@ from torch._inductor import config as inductor_config
 import inductor_rmsnorm
 from inductor_rmsnorm.inductor_pass import RMSNormPass
 from inductor_rmsnorm.numerics import ulp_difference
-from modules import GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm
+from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm
 
 SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
 
@@ -261,18 +261,6 @@ def test_training_graph_is_left_alone_and_gradients_match_eager():
     assert "inductor_rmsnorm" not in recorder.graph_after
     (candidate,) = inductor_rmsnorm.report()
     assert "saved for backward" in candidate.reason
-
-
-class DecoderLayerTail(torch.nn.Module):
-    """The end of a decoder layer: the residual add and its norm; the sum is the next layer's residual."""
-
-    def __init__(self, norm):
-        super().__init__()
-        self.norm = norm
-
-    def forward(self, x, residual):
-        s = x + residual
-        return self.norm(s), s
 
 
 class TestResidualAdd(expecttest.TestCase):
