@@ -60,7 +60,7 @@ def shard(full: Block, rank: int, world: int) -> Block:
     """This rank's share of `full`: heads and MLP columns rank * share ... (rank + 1) * share, norms whole."""
     hidden = full.o_proj.out_features
     heads, intermediate = full.heads // world, full.down_proj.in_features // world
-    part = Block(hidden, heads, intermediate, world).to(full.qkv.weight.dtype).eval()
+    part = Block(hidden, heads, intermediate, world).to(full.qkv.weight.device, full.qkv.weight.dtype).eval()
     width = heads * full.head_dim
     rows = slice(rank * width, (rank + 1) * width)
     columns = slice(rank * intermediate, (rank + 1) * intermediate)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import inductor_rmsnorm
-from inductor_rmsnorm import ops
+from inductor_rmsnorm import jit, ops
 from inductor_rmsnorm.numerics import ulp_difference
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 from modules import DecoderLayerTail, LlamaRMSNorm, check_against_eager, eager_module, random_weight
@@ -92,6 +92,11 @@ def test_a_gpu_other_than_the_current_one():
     assert ulp_difference(out, expected).within() and torch.equal(out, eager)
     expected_y, expected_s = fused_add_rms_norm_reference(x, residual, weight, 1e-6, "torch")
     assert torch.equal(s, expected_s) and ulp_difference(y, expected_y).within()
+    # the same architecture on both GPUs: one built and loaded instance serves both
+    assert torch.equal(ops.rms_norm(x.to("cuda:0"), weight.to("cuda:0"), 1e-6, "torch").cpu(), out.cpu())
+    assert jit.arch_for_device(0) == jit.arch_for_device(1)
+    key = jit.KernelKey.create(4096, torch.bfloat16, torch.bfloat16, "torch")
+    assert [arch for loaded, arch in jit._loaded if loaded == key] == [jit.arch_for_device(0)]
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
