@@ -25,6 +25,15 @@ extern "C" int inductor_rmsnorm_launch_fused_add(void* out, void* residual_out, 
                                    residual, residual_out, residual_row_stride, residual_out_row_stride};
   return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
 }
+
+// The same on contiguous rows: the fused op's hot path (ops.try_run_fused_kernel), with 4 fewer arguments for
+// ctypes to convert.
+extern "C" int inductor_rmsnorm_launch_fused_add_contiguous(void* out, void* residual_out, const void* x,
+                                                            const void* residual, const void* weight, int64_t rows,
+                                                            float eps, void* stream, int device) {
+  const irn::FusedAddParams params{{out, x, weight, rows, HIDDEN, HIDDEN, eps}, residual, residual_out, HIDDEN, HIDDEN};
+  return static_cast<int>(irn::launch<Kernel>(params, static_cast<cudaStream_t>(stream), device));
+}
 #else
 extern "C" int inductor_rmsnorm_launch(void* out, const void* x, const void* weight, int64_t rows,
                                        int64_t x_row_stride, int64_t out_row_stride, float eps, void* stream,

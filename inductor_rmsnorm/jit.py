@@ -327,15 +327,15 @@ class KernelInstance:
         if key.fused_add:
             self.launch = handle.inductor_rmsnorm_launch_fused_add
             self.launch.argtypes = [pointer] * 5 + [count] * 5 + [scalar, pointer, ctypes.c_int]
-            self.launch_contiguous = None  # the fused op has no eager hot path
+            self.launch_contiguous = handle.inductor_rmsnorm_launch_fused_add_contiguous
+            self.launch_contiguous.argtypes = [pointer] * 5 + [count, scalar, pointer, ctypes.c_int]
         else:
             self.launch = handle.inductor_rmsnorm_launch
             self.launch.argtypes = [pointer] * 3 + [count] * 3 + [scalar, pointer, ctypes.c_int]
             # contiguous rows: each argument ctypes converts costs ~0.1-0.2 us on the eager hot path
             self.launch_contiguous = handle.inductor_rmsnorm_launch_contiguous
             self.launch_contiguous.argtypes = [pointer] * 3 + [count, scalar, pointer, ctypes.c_int]
-            self.launch_contiguous.restype = ctypes.c_int
-        self.launch.restype = ctypes.c_int
+        self.launch.restype = self.launch_contiguous.restype = ctypes.c_int
         self._error_string = handle.inductor_rmsnorm_error_string
         self._error_string.argtypes = [ctypes.c_int]
         self._error_string.restype = ctypes.c_char_p

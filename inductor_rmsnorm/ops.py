@@ -139,7 +139,7 @@ class _Plan(NamedTuple):
     """What a call needs once its arguments are known to be served: checked and built once per key."""
 
     launch: object  # the instance's C launcher (ctypes); returns a CUDA error code
-    launch_contiguous: object  # the same for contiguous rows, with fewer arguments (None for fused add)
+    launch_contiguous: object  # the same for contiguous rows, with fewer arguments
     instance: jit.KernelInstance
     output_dtype: torch.dtype
     keeps_dtype: bool  # output dtype == input dtype: `empty_like(input)` without a dtype argument, which is cheaper
@@ -220,6 +220,13 @@ def _launch(plan: _Plan, out: torch.Tensor, input: torch.Tensor, weight: torch.T
         out.copy_(target)
 
 
+def _weight_in_place(weight: torch.Tensor, hidden: int, device: int) -> bool:
+    """Whether the kernels can read `weight` where it is: one contiguous, 16-byte aligned dimension of `hidden`
+    elements on `device`. (stride() == (1,): one dimension, contiguous.)"""
+    return (weight.data_ptr() % _VECTOR_BYTES == 0 and weight.stride() == (1,) and weight.numel() == hidden
+            and weight.get_device() == device)
+
+
 def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
     """The eager hot path: the kernel's output for a CUDA call shaped like one served before (same dtypes, size,
     formulation and device; contiguous, aligned, weight in place), or None: the caller then takes the checked
@@ -234,11 +241,9 @@ def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float,
         weight_ptr = None
     else:
         plan = _plans.get((hidden, input.dtype, weight.dtype, formulation, device))
-        weight_ptr = weight.data_ptr()
-        # stride() == (1,): one dimension, contiguous
-        if weight_ptr % _VECTOR_BYTES or weight.stride() != (1,) or weight.numel() != hidden or (
-                weight.get_device() != device):
+        if not _weight_in_place(weight, hidden, device):
             return None
+        weight_ptr = weight.data_ptr()
     x_ptr = input.data_ptr()
     if plan is None or x_ptr % _VECTOR_BYTES or not input.is_contiguous():
         return None
@@ -251,6 +256,37 @@ def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float,
     if code:
         plan.instance.raise_error(code)
     return out
+
+
+def try_run_fused_kernel(input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
+                         formulation: str):
+    """The fused-add op's hot path, as `try_run_kernel`'s: (out, residual_out) for a call shaped like one served
+    before, input and residual contiguous, aligned and alike; or None. Inductor's generated code calls the op
+    once per decoder layer, and in a launch-bound decode step its host time is the step's time."""
+    shape = input.shape
+    if not shape:
+        return None
+    hidden = shape[-1]
+    device = input.get_device()
+    plan = _fused_add_plans.get((hidden, input.dtype, None if weight is None else weight.dtype, formulation, device))
+    if plan is None or (weight is not None and not _weight_in_place(weight, hidden, device)):
+        return None
+    x_ptr, residual_ptr = input.data_ptr(), residual.data_ptr()
+    if (x_ptr % _VECTOR_BYTES or residual_ptr % _VECTOR_BYTES or residual.shape != shape
+            or residual.dtype != input.dtype or residual.get_device() != device or not input.is_contiguous()
+            or not residual.is_contiguous()):
+        return None
+    rows = input.numel() // hidden
+    if not rows:
+        return None
+    out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
+    residual_out = torch.empty_like(input)
+    code = plan.launch_contiguous(out.data_ptr(), residual_out.data_ptr(), x_ptr, residual_ptr,
+                                  None if weight is None else weight.data_ptr(), rows, eps,
+                                  torch._C._cuda_getCurrentRawStream(device), device)
+    if code:
+        plan.instance.raise_error(code)
+    return out, residual_out
 
 
 def run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str) -> torch.Tensor:
@@ -276,6 +312,9 @@ def _rms_norm_cuda(input, weight, eps, formulation):
 
 
 def _fused_add_rms_norm_cuda(input, residual, weight, eps, formulation):
+    outputs = try_run_fused_kernel(input, residual, weight, eps, formulation)  # as _rms_norm_cuda
+    if outputs is not None:
+        return outputs
     check_kernel_arguments(input, weight, formulation)
     check_residual(input, residual)
     out = torch.empty(input.shape, dtype=_output_dtype(input, weight, formulation), device=input.device)

@@ -28,6 +28,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   local rc=$?
   tail -n 4 "$out/$name.log"
   [ $rc -eq 0 ] || { echo "!! $name exited $rc"; status=1; }
+  return $rc
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 for group in "$@"; do
@@ -36,8 +37,14 @@ for group in "$@"; do
       step tests 560 python3 -m pytest -q -p no:cacheprovider tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
-      PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 1 \
-        python3 scripts/sanitize_sweep.py
+      # memcheck: the sizes in 8 processes at once, spread over the GPUs (one process ran past 200 s)
+      gpus=$(nvidia-smi -L | wc -l) pids=()
+      for shard in 0 1 2 3 4 5 6 7; do
+        CUDA_VISIBLE_DEVICES=$((shard % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$shard" 400 \
+          compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py --shard "$shard/8" &
+        pids+=($!)
+      done
+      for pid in "${pids[@]}"; do wait "$pid" || status=1; done
       # racecheck only concerns the CTA and wide kernels' shared-memory reductions, and is slow: a few sizes
       step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
         python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 8200 --tokens 7 ;;

@@ -7,7 +7,8 @@ against the reference.
 
 (without the caching allocator every tensor is its own allocation, so an access past a row is caught).
 `--tool racecheck` is far slower per launch: give it a few sizes of the kernels with shared memory, CTA and wide
-(`--sizes 512 4096 8192 8200 --tokens 7`).
+(`--sizes 512 4096 8192 8200 --tokens 7`). Under memcheck one process takes over 200 s on an H200: `--shard K/N`
+splits the sizes over N processes (scripts/gpu_check.sh runs 8, spread over the GPUs).
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
     parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    parser.add_argument("--shard", default="0/1", metavar="K/N",
+                        help="check every N-th size from the K-th (0-based): N sanitized processes at once")
     args = parser.parse_args()
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    if not 0 <= shard < shards:
+        parser.error(f"--shard {args.shard}: K must be in 0 .. N-1")
     if not torch.cuda.is_available():
         print("the sanitizer sweep needs a CUDA GPU; skipped")
         return 0
     checked = failed = 0
-    for hidden in args.sizes:
+    for hidden in args.sizes[shard::shards]:
         for dtype in dispatch.INPUT_DTYPES:
             for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
                 for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
@@ -57,6 +63,7 @@ def main() -> int:
                                     failed += 1
                                     print(f"MISMATCH hidden {hidden} {dtype} w {weight_dtype} {formulation} "
                                           f"tokens {tokens}")
+        print(f"hidden {hidden} done: {checked} checked", flush=True)  # progress, should a sanitizer run time out
     torch.cuda.synchronize()
     print(f"{checked - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -155,6 +155,40 @@ def test_misaligned_and_uncollapsible_inputs_take_a_correct_path():
         assert ulp_difference(misaligned_out, expected).within()
 
 
+def test_fused_add_layouts_its_hot_path_refuses_take_the_checked_path():
+    """Once a call has built the fused plan, later calls of the same size first try the hot path, which must
+    refuse what it cannot address (misaligned or strided operands, a weight off 16 bytes, a residual of another
+    dtype) and leave it to the checked path: a correct result or its error."""
+    hidden, rows = 512, 33
+    bf16 = dict(device="cuda", dtype=torch.bfloat16)
+
+    def shifted():  # pointer and row stride off 16 bytes
+        return torch.randn(rows, hidden + 1, **bf16)[:, 1:]
+
+    x, residual = torch.randn(rows, hidden, **bf16), torch.randn(rows, hidden, **bf16)
+    weight = torch.randn(hidden, **bf16)
+    ops.fused_add_rms_norm(x, residual, weight, EPS, "torch")  # builds the plan
+    cases = {
+        "served again": (x, residual, weight),
+        "x misaligned": (shifted(), residual, weight),
+        "residual misaligned": (x, shifted(), weight),
+        "residual strided": (x, torch.randn(rows, hidden + 64, **bf16)[:, :hidden], weight),
+        "weight misaligned": (x, residual, torch.randn(hidden + 1, **bf16)[1:]),
+    }
+    failures = []
+    for name, (x_, residual_, weight_) in cases.items():
+        expected_sum = x_ + residual_
+        expected = torch.nn.functional.rms_norm(expected_sum, (hidden,), weight_, EPS)
+        y, s = ops.fused_add_rms_norm(x_, residual_, weight_, EPS, "torch")
+        if not torch.equal(s, expected_sum):
+            failures.append(f"{name}: the sum differs from x + residual")
+        if not ulp_difference(y, expected).within():
+            failures.append(f"{name}: y differs from F.rms_norm by more than the bar")
+    assert not failures, "\n".join(failures)
+    with pytest.raises(ValueError, match="residual"):
+        ops.fused_add_rms_norm(x, residual.float(), weight, EPS, "torch")
+
+
 def test_zero_tokens_and_device_mixes():
     x = torch.randn(0, 4096, device="cuda", dtype=torch.bfloat16)
     assert ops.rms_norm(x, None, 1e-6, "torch").shape == (0, 4096)
