@@ -1,8 +1,11 @@
 """Where a compiled model's time goes, with the pass and without it: one workload of scripts/bench_models.py
 (default: Llama 3, one decode step at batch 1, torch.compile defaults) under torch.profiler, printing the ops
 with the most CPU time and the most CUDA time for each. Run with TORCH_LOGS=output_code to see the generated code.
+`--trace DIR` also writes each profile as a Chrome trace (chrome://tracing, ui.perfetto.dev): the timeline shows
+where the GPU waits for the host.
 
 Usage: python scripts/profile_model.py [--model llama3] [--phase decode] [--batch 1] [--tokens 1] [--rows 20]
+           [--trace DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from bench_models import MODELS, Workload, build_model  # noqa: E402
 import inductor_rmsnorm  # noqa: E402
 
 
-def profile(workload: Workload, forward, calls: int, rows: int) -> None:
+def profile(workload: Workload, forward, calls: int, rows: int, trace: Path | None) -> None:
     for _ in range(3):  # compile and warm up outside the profile
         workload.run(forward)
     torch.cuda.synchronize()
@@ -31,6 +34,9 @@ def profile(workload: Workload, forward, calls: int, rows: int) -> None:
     averages = profiler.key_averages()
     print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
     print(averages.table(sort_by="self_cuda_time_total", row_limit=rows))
+    if trace is not None:
+        profiler.export_chrome_trace(str(trace))
+        print(f"trace written to {trace}")
 
 
 def main() -> int:
@@ -42,16 +48,22 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--trace", type=Path, metavar="DIR", help="write a Chrome trace of each profile here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("profiling needs a CUDA GPU; skipped")
         return 0
     model = build_model(args.model, args.layers)
     workload = Workload(model, args.phase, args.batch, args.tokens if args.phase == "prefill" else 1)
-    for label, options in (("without the pass", None), ("with the pass", inductor_rmsnorm.compile_options())):
-        print(f"==== {args.model} {workload.label()}, torch.compile defaults, {label}", flush=True)
+    if args.trace is not None:
+        args.trace.mkdir(parents=True, exist_ok=True)
+    for label, options in (("without", None), ("with", inductor_rmsnorm.compile_options())):
+        print(f"==== {args.model} {workload.label()}, torch.compile defaults, {label} the pass", flush=True)
         torch._dynamo.reset()
-        profile(workload, torch.compile(model, options=options), args.calls, args.rows)
+        trace = None
+        if args.trace is not None:
+            trace = args.trace / f"{args.model}_{args.phase}_{args.batch}x{workload.tokens}_{label}_pass.json"
+        profile(workload, torch.compile(model, options=options), args.calls, args.rows, trace)
     return 0
 
 
