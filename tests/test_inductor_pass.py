@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._inductor import config as inductor_config
+from torch._inductor.utils import run_and_get_code
 
 import inductor_rmsnorm
 from inductor_rmsnorm.inductor_pass import RMSNormPass
@@ -72,9 +73,9 @@ def compile_with(module, x, **options):
     return output, recorder
 
 
-def compiled_without_pass(module, x):
+def compiled_without_pass(module, *inputs):
     with torch.no_grad():
-        output = torch.compile(module)(x)
+        output = torch.compile(module)(*inputs)
     torch._dynamo.reset()
     return output
 
@@ -184,6 +185,35 @@ def test_exact_match_counts_in_a_stack_of_norms():
     assert recorder.graph_after.count("inductor_rmsnorm.rms_norm.default") == 3
     assert [c.search for c in inductor_rmsnorm.report().replaced] == ["gemma", "torch", "hf_llama"]
     assert ulp_difference(output, compiled_without_pass(module, x)).max_ulps <= 2  # through the linears
+
+
+@pytest.mark.parametrize("weight_dtype, x_dtype, call", [
+    (torch.bfloat16, torch.bfloat16, "extern_kernels.inductor_rmsnorm_fused_add_rms_norm("),
+    # Llama's float32 output (float32 weight) next to a bfloat16 sum: not one buffer, so a fallback kernel
+    (torch.float32, torch.bfloat16, "torch.ops.inductor_rmsnorm.fused_add_rms_norm.default("),
+])
+def test_generated_code_calls_the_kernels_into_inductors_buffers(weight_dtype, x_dtype, call):
+    """The ops' lowerings (`inductor_rmsnorm.lowering`): a plain call into buffers Inductor allocates, not the
+    op through the dispatcher, and outputs equal to the pass-off compile's."""
+    class TwoNorms(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.tail = LlamaRMSNorm(512), DecoderLayerTail(LlamaRMSNorm(512))
+            self.projection = torch.nn.Linear(512, 512)
+
+        def forward(self, x, residual):
+            projected = self.projection(self.first(x).to(self.projection.weight.dtype))
+            return self.tail(projected.to(x.dtype), residual)
+
+    module = randomised(TwoNorms(), weight_dtype)
+    x, residual = (torch.randn(2, 9, 512, dtype=x_dtype) for _ in range(2))
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        outputs, code = run_and_get_code(torch.compile(module), x, residual)
+    code = "\n".join(code)
+    assert code.count("extern_kernels.inductor_rmsnorm_rms_norm(") == 1 and code.count(call) == 1
+    assert [c.residual for c in inductor_rmsnorm.report().replaced] == ["fused_add", "plain"]
+    expected = compiled_without_pass(module, x, residual)
+    assert torch.equal(outputs[1], expected[1]) and ulp_difference(outputs[0], expected[0]).within()
 
 
 def test_one_compile_serves_several_batch_sizes():
