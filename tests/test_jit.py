@@ -160,6 +160,25 @@ def test_a_cache_other_users_can_write_to_is_not_loaded_from(monkeypatch, tmp_pa
 
 
 @needs_nvcc
+def test_a_cache_it_cannot_write_to_serves_what_it_holds_and_builds_the_rest_elsewhere(monkeypatch, tmp_path,
+                                                                                      private_tmp, caplog):
+    """A read-only cache (say, prebuilt into an image): complete entries load from it, a missing one is built in
+    the private fallback directory with one warning. Root ignores permission bits, so the test makes the cache
+    unwritable where a build writes first: a directory stands where the instance's lock file goes."""
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    prebuilt = jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
+    missing = jit.KernelKey.create(1024, torch.bfloat16, None, "torch")
+    (prebuilt.parent / f"{missing.name}.lock").mkdir()
+    with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
+        assert jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90") == prebuilt
+        assert not caplog.records
+        library = jit.build(missing, "sm_90")
+    assert library.parent.parent == private_tmp and library.is_file()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"the kernel cache {tmp_path / 'cache'} cannot be used ({prebuilt.parent} is not writable" in warning
+
+
+@needs_nvcc
 def test_a_cache_that_cannot_be_created_falls_back(monkeypatch, tmp_path, private_tmp):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
