@@ -258,17 +258,23 @@ def _residual_served(residual: torch.Tensor, input: torch.Tensor, device: int) -
             and residual.dtype == input.dtype and residual.get_device() == device and residual.is_contiguous())
 
 
+def _launch_served(served: tuple, out_ptr: int, eps: float) -> None:
+    """The plain kernel for a call `_served` accepted, into contiguous rows at `out_ptr`."""
+    plan, rows, device, x_ptr, weight_ptr = served
+    code = plan.launch_contiguous(out_ptr, x_ptr, weight_ptr, rows, eps, torch._C._cuda_getCurrentRawStream(device),
+                                  device)
+    if code:
+        plan.instance.raise_error(code)
+
+
 def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
     """The eager hot path: the kernel's output for a call `_served` accepts, or None."""
     served = _served(_plans, input, weight, formulation)
     if served is None:
         return None
-    plan, rows, device, x_ptr, weight_ptr = served
+    plan = served[0]
     out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
-    code = plan.launch_contiguous(out.data_ptr(), x_ptr, weight_ptr, rows, eps,
-                                  torch._C._cuda_getCurrentRawStream(device), device)
-    if code:
-        plan.instance.raise_error(code)
+    _launch_served(served, out.data_ptr(), eps)
     return out
 
 
@@ -279,12 +285,17 @@ def try_run_kernel_into(out: torch.Tensor, input: torch.Tensor, weight: torch.Te
     served = _served(_plans, input, weight, formulation)
     if served is None:
         return False
+    _launch_served(served, out.data_ptr(), eps)
+    return True
+
+
+def _launch_fused_served(served: tuple, out_ptr: int, residual_out_ptr: int, residual_ptr: int, eps: float):
+    """The fused-add kernel for a call `_served` (and `_residual_served`) accepted, into contiguous rows."""
     plan, rows, device, x_ptr, weight_ptr = served
-    code = plan.launch_contiguous(out.data_ptr(), x_ptr, weight_ptr, rows, eps,
+    code = plan.launch_contiguous(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr, rows, eps,
                                   torch._C._cuda_getCurrentRawStream(device), device)
     if code:
         plan.instance.raise_error(code)
-    return True
 
 
 def try_run_fused_kernel(input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
@@ -293,13 +304,10 @@ def try_run_fused_kernel(input: torch.Tensor, residual: torch.Tensor, weight: to
     served = _served(_fused_add_plans, input, weight, formulation)
     if served is None or not _residual_served(residual, input, served[2]):
         return None
-    plan, rows, device, x_ptr, weight_ptr = served
+    plan = served[0]
     out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
     residual_out = torch.empty_like(input)
-    code = plan.launch_contiguous(out.data_ptr(), residual_out.data_ptr(), x_ptr, residual.data_ptr(), weight_ptr,
-                                  rows, eps, torch._C._cuda_getCurrentRawStream(device), device)
-    if code:
-        plan.instance.raise_error(code)
+    _launch_fused_served(served, out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), eps)
     return out, residual_out
 
 
@@ -310,13 +318,8 @@ def try_run_fused_kernel_into(both: torch.Tensor, input: torch.Tensor, residual:
     served = _served(_fused_add_plans, input, weight, formulation)
     if served is None or not _residual_served(residual, input, served[2]):
         return False
-    plan, rows, device, x_ptr, weight_ptr = served
     out_ptr = both.data_ptr()
-    code = plan.launch_contiguous(out_ptr, out_ptr + input.numel() * input.element_size(), x_ptr,
-                                  residual.data_ptr(), weight_ptr, rows, eps,
-                                  torch._C._cuda_getCurrentRawStream(device), device)
-    if code:
-        plan.instance.raise_error(code)
+    _launch_fused_served(served, out_ptr, out_ptr + input.numel() * input.element_size(), residual.data_ptr(), eps)
     return True
 
 
