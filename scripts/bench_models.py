@@ -8,7 +8,7 @@ model.
 
 Compiled modes: `torch.compile` defaults and `mode="reduce-overhead"` (CUDA graphs). Each time is the median over
 rounds of back-to-back calls, synchronised at the end of each round, so launch overheads count as they do in
-serving. Prints one table row per point (pass off, pass on, speed-up, RMSNorms replaced, and for prefill the
+serving; the rounds alternate between the pass off and on. Prints one table row per point (pass off, pass on, speed-up, RMSNorms replaced, and for prefill the
 largest logit difference relative to the largest logit) and writes JSON.
 
 Usage: python scripts/bench_models.py [--models llama3 qwen3 gemma3 mistral] [--layers 2]
@@ -90,54 +90,65 @@ class Workload:
             return forward(**self.kwargs).logits
 
 
-def milliseconds(workload: Workload, forward) -> float:
-    """Median over rounds of the mean time of back-to-back calls (after warm-up calls that compile and capture)."""
-    for _ in range(3):
-        workload.run(forward)
-    torch.cuda.synchronize()
-    rounds = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(CALLS_PER_ROUND):
+def interleaved_milliseconds(workload: Workload, variants: dict) -> dict[str, float]:
+    """For each variant (name: (enter, forward)), the median over rounds of the mean time of back-to-back calls,
+    after warm-up calls that compile and capture. The rounds alternate between the variants (`enter` before
+    each), so a drift in the machine's speed reaches them alike: timed one after the other, two calls of one
+    tree read 0.92x and 1.00x (run 11)."""
+    for enter, forward in variants.values():
+        enter()
+        for _ in range(3):
             workload.run(forward)
-        torch.cuda.synchronize()
-        rounds.append((time.perf_counter() - start) / CALLS_PER_ROUND * 1e3)
-    return statistics.median(rounds)
+    torch.cuda.synchronize()
+    rounds = {name: [] for name in variants}
+    for _ in range(ROUNDS):
+        for name, (enter, forward) in variants.items():
+            enter()
+            start = time.perf_counter()
+            for _ in range(CALLS_PER_ROUND):
+                workload.run(forward)
+            torch.cuda.synchronize()
+            rounds[name].append((time.perf_counter() - start) / CALLS_PER_ROUND * 1e3)
+    return {name: statistics.median(times) for name, times in rounds.items()}
 
 
 def compare(model, workload: Workload, mode: str) -> dict:
     """Times the workload without and with the inductor_rmsnorm path; returns the record."""
     inductor_rmsnorm.report(clear=True)
-    # outputs are cloned: a CUDA-graph replay (reduce-overhead) overwrites the previous call's
+    left_alone = []
     if mode == "eager":
-        without = milliseconds(workload, model)
-        reference = workload.run(model).clone()
         replaced = inductor_rmsnorm.patch(model)
-        try:
-            with_ = milliseconds(workload, model)
-            result = workload.run(model).clone()
-        finally:
-            inductor_rmsnorm.unpatch(model)
+        inductor_rmsnorm.unpatch(model)
+        variants = {"without": (lambda: inductor_rmsnorm.unpatch(model), model),
+                    "with": (lambda: inductor_rmsnorm.patch(model), model)}
     else:
         compile_mode = None if mode == "default" else mode
         torch._dynamo.reset()
-        compiled = torch.compile(model, mode=compile_mode)
-        without = milliseconds(workload, compiled)
-        reference = workload.run(compiled).clone()
-        torch._dynamo.reset()
-        compiled = torch.compile(model, mode=compile_mode, options=inductor_rmsnorm.compile_options())
-        with_ = milliseconds(workload, compiled)
-        result = workload.run(compiled).clone()
+        # both compiled functions stay live: Dynamo keeps a cache entry for each backend
+        variants = {"without": (lambda: None, torch.compile(model, mode=compile_mode)),
+                    "with": (lambda: None, torch.compile(model, mode=compile_mode,
+                                                        options=inductor_rmsnorm.compile_options()))}
+    try:
+        times = interleaved_milliseconds(workload, variants)
+        outputs = {}
+        for name, (enter, forward) in variants.items():
+            enter()
+            outputs[name] = workload.run(forward).clone()  # cloned: a CUDA-graph replay overwrites its output
+    finally:
+        inductor_rmsnorm.unpatch(model)
+    if mode != "eager":
         report = inductor_rmsnorm.report()
         replaced = len(report.replaced)
         left_alone = sorted({c.reason for c in report.left_alone})
+    without, with_ = times["without"], times["with"]
+    reference, result = outputs["without"], outputs["with"]
     # decode steps append to the cache, so two steps' logits differ by construction: prefill alone is compared
     error = None
     if workload.phase == "prefill":
         error = relative_error(result, reference)
     return {"phase": workload.phase, "batch": workload.batch, "tokens": workload.tokens, "mode": mode,
             "without_ms": without, "with_ms": with_, "speedup": without / with_, "replaced": replaced,
-            "left_alone_reasons": [] if mode == "eager" else left_alone,
+            "left_alone_reasons": left_alone,
             "relative_error": error}
 
 

@@ -6,6 +6,8 @@
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
+#   decode      compiled decode's host cost: the op's call times, Llama 3 and Qwen3 decode with and without the
+#               pass (default and reduce-overhead), and Qwen3 at batch 1 under the profiler with Chrome traces
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
 #               dtype and variant: GRID_DTYPE=bfloat16|float16|float32, GRID_VARIANT=plain|fused (HF eager left
 #               out: far behind everywhere, and the slowest to time at large sizes)
@@ -13,7 +15,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models tuning grid"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning grid"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -56,6 +58,11 @@ for group in "$@"; do
       for model in ${MODELS:-llama3}; do
         step "models_$model" 500 python3 scripts/bench_models.py --models "$model" --json "$out/models_$model.json"
       done ;;
+    decode)  # 7 files back, under the device tool's 8
+      step overheads 120 python3 scripts/bench_overheads.py --json /tmp/overheads.json
+      step decode 330 python3 scripts/bench_models.py --models llama3 qwen3 --phases decode \
+        --modes default reduce-overhead --json "$out/decode.json"
+      step profile 120 python3 scripts/profile_model.py --model qwen3 --trace "$out" ;;
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
@@ -69,7 +76,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, tuning, grid)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, grid)"; exit 2 ;;
   esac
 done
 exit $status
