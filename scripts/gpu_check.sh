@@ -59,11 +59,11 @@ for group in "$@"; do
       for model in ${MODELS:-llama3}; do
         step "models_$model" 500 python3 scripts/bench_models.py --models "$model" --json "$out/models_$model.json"
       done ;;
-    decode)  # 7 files back, under the device tool's 8
-      step overheads 120 python3 scripts/bench_overheads.py --json /tmp/overheads.json
-      step decode 330 python3 scripts/bench_models.py --models llama3 qwen3 --phases decode \
+    decode)  # 7 files back (under the device tool's 8), at most 570 s (under its 600)
+      step overheads 100 python3 scripts/bench_overheads.py --json /tmp/overheads.json
+      step decode 380 python3 scripts/bench_models.py --models llama3 qwen3 --phases decode \
         --modes default reduce-overhead --json "$out/decode.json"
-      step profile 120 python3 scripts/profile_model.py --model qwen3 --trace "$out" ;;
+      step profile 90 python3 scripts/profile_model.py --model qwen3 --trace "$out" ;;
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
