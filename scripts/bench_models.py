@@ -8,8 +8,9 @@ model.
 
 Compiled modes: `torch.compile` defaults and `mode="reduce-overhead"` (CUDA graphs). Each time is the median over
 rounds of back-to-back calls, synchronised at the end of each round, so launch overheads count as they do in
-serving; the rounds alternate between the pass off and on. Prints one table row per point (pass off, pass on, speed-up, RMSNorms replaced, and for prefill the
-largest logit difference relative to the largest logit) and writes JSON.
+serving; the rounds alternate between the pass off and on. Prints one table row per point (pass off, pass on,
+speed-up, RMSNorms replaced, and for prefill the largest logit difference relative to the largest logit) and
+writes JSON.
 
 Usage: python scripts/bench_models.py [--models llama3 qwen3 gemma3 mistral] [--layers 2]
            [--phases prefill decode] [--modes default reduce-overhead eager] [--json PATH]
