@@ -11,9 +11,10 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
 - a norm whose intermediate is used elsewhere (training: `rsqrt` saved for backward): the pattern does not
   match, and the graph stays as it was;
 - with `policy="auto"` (the default), a norm Inductor would fuse with its neighbours, where our kernel alone
-  would make the program slower: one whose input comes from a pointwise op (other than the residual add, which
-  the fused_add_rms_norm op takes in) or an embedding lookup whose result nothing else needs, or whose output
-  feeds a pointwise op (rotary embedding after a q/k norm). `policy="always"` replaces these too.
+  would make the program slower: one whose input comes from a pointwise op whose result nothing else needs
+  (other than the residual add, which the fused_add_rms_norm op takes in) or from an embedding lookup (which
+  Inductor gathers again inside each kernel that reads it), or whose output feeds a pointwise op (rotary
+  embedding after a q/k norm). `policy="always"` replaces these too.
 """
 
 from __future__ import annotations
@@ -121,15 +122,35 @@ def _fuses_with_inductor(node: torch.fx.Node) -> bool:
     )
 
 
+def _is_scalar(node: torch.fx.Node) -> bool:
+    value = node.meta.get("val")
+    return isinstance(value, torch.Tensor) and value.numel() == 1
+
+
+def _gathers_embeddings(node: torch.fx.Node) -> bool:
+    """Whether `node` is an embedding lookup, or pointwise ops on one and scalars (Gemma scales its embeddings)."""
+    producer, _ = _producer(node)
+    if producer.op != "call_function" or not _fuses_with_inductor(producer):
+        return False
+    if producer.target is _aten.embedding.default:
+        return True
+    tensors = [a for a in producer.args if isinstance(a, torch.fx.Node) and not _is_scalar(a)]
+    return bool(tensors) and all(_gathers_embeddings(t) for t in tensors)
+
+
 def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node, matched: set[torch.fx.Node]) -> str | None:
     for node in inputs:
         producer, views = _producer(node)
         # A pointwise producer whose result nothing else needs is computed inside Inductor's norm kernel, never
-        # written; one whose result is needed elsewhere (a residual sum, the embeddings) is written either way.
+        # written; one whose result is needed elsewhere (a residual sum) is written either way. Embeddings are
+        # never written: Inductor gathers the rows again in each kernel that reads them, and the op would need
+        # them written, then read (Llama 3 decode: one more kernel, and two copies of the embeddings).
         chain = (producer, *views)
         private = all(user in matched or user in views for link in chain for user in link.users)
         if _fuses_with_inductor(producer) and private:
             return f"its input comes from {producer.target}, which Inductor fuses into its own norm kernel"
+        if _gathers_embeddings(node):
+            return "its input is an embedding lookup, which Inductor gathers inside its own norm kernel"
     fused_consumers = sorted({str(c.target) for c in _consumers(output) if _fuses_with_inductor(c)})
     if fused_consumers:
         return f"its output feeds {', '.join(fused_consumers)}, which Inductor fuses with the norm"

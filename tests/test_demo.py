@@ -30,12 +30,13 @@ def test_demo_matches_every_norm_checks_against_eager_and_times_only_on_a_gpu(ca
     assert demo.run(shape) == 0
     printed = capsys.readouterr().out
     report = inductor_rmsnorm.report()
-    # layer 0's input norm on the embedding (needed again as the residual), then after each of the layers' six
-    # residual adds a norm: the post-attention norm, the next layer's input norm, the final norm (all fused)
-    assert sorted((c.search, c.residual == "plain") for c in report.replaced) == [("hf_llama", False)] * 6 + [
-        ("hf_llama", True)]
-    assert not report.left_alone
-    assert "inductor_rmsnorm: 7 replaced, 0 left alone" in printed
+    # after each of the layers' six residual adds a norm: the post-attention norm, the next layer's input norm,
+    # the final norm (all fused); layer 0's input norm and its first residual add read the embeddings, which
+    # Inductor gathers inside its own norm kernels, so they stay
+    assert [(c.search, c.residual) for c in report.replaced] == [("hf_llama", "fused_add")] * 5
+    assert [c.reason for c in report.left_alone] == [
+        "its input is an embedding lookup, which Inductor gathers inside its own norm kernel"] * 2
+    assert "inductor_rmsnorm: 5 replaced, 2 left alone" in printed
     assert ": match" in printed
     if on_gpu:
         assert "with the pass" in printed and "ms per forward" in printed

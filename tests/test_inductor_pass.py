@@ -378,6 +378,31 @@ def test_auto_policy_leaves_a_norm_after_another_pointwise_op():
     assert inductor_rmsnorm.report()[0].replaced
 
 
+def test_auto_policy_leaves_norms_of_embeddings_even_when_they_are_needed_again():
+    """Inductor gathers embedding rows inside each kernel that reads them: a norm of the embeddings, and a residual
+    add onto them, stay with Inductor even though the embeddings are the residual too."""
+    class FirstLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.norm, self.next_norm = torch.nn.Embedding(64, 256), LlamaRMSNorm(256), LlamaRMSNorm(256)
+            self.projection = torch.nn.Linear(256, 256)
+
+        def forward(self, ids):
+            embeddings = self.embed(ids)
+            s = embeddings + self.projection(self.norm(embeddings))
+            return self.next_norm(s), s
+
+    module = randomised(FirstLayer())
+    ids = torch.randint(0, 64, (2, 5))
+    with torch.no_grad():
+        torch.compile(module, options=inductor_rmsnorm.compile_options())(ids)
+        torch._dynamo.reset()
+        reasons = [c.reason for c in inductor_rmsnorm.report(clear=True).left_alone]
+        assert reasons == ["its input is an embedding lookup, which Inductor gathers inside its own norm kernel"] * 2
+        torch.compile(module, options=inductor_rmsnorm.compile_options(policy="always"))(ids)
+    assert len(inductor_rmsnorm.report().replaced) == 2
+
+
 def test_uuid_follows_the_options():
     assert RMSNormPass().uuid() == RMSNormPass().uuid()
     assert RMSNormPass(policy="always").uuid() != RMSNormPass().uuid()

@@ -15,16 +15,17 @@ SMALL = dict(vocab_size=128, hidden_size=256, intermediate_size=512, num_hidden_
 
 # family: (model class, config, replaced, left alone) for 2 layers under the default policy ("auto").
 FAMILIES = {
-    # per layer: the input norm (layer 0: on the embeddings, which are needed again) and the post-attention norm
-    # after its residual add; then the final norm after the last residual add
-    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**SMALL), 5, 0),
-    "mistral": (transformers.MistralForCausalLM, transformers.MistralConfig(**SMALL), 5, 0),
+    # per layer: the input norm and the post-attention norm after its residual add; then the final norm after
+    # the last residual add. Layer 0's two norms read the embeddings, which Inductor gathers inside its own
+    # norm kernels: they stay
+    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**SMALL), 3, 2),
+    "mistral": (transformers.MistralForCausalLM, transformers.MistralConfig(**SMALL), 3, 2),
     # and per layer two q/k head norms, which feed rotary embedding: Inductor fuses them, so they stay
-    "qwen3": (transformers.Qwen3ForCausalLM, transformers.Qwen3Config(**SMALL, head_dim=64), 5, 4),
+    "qwen3": (transformers.Qwen3ForCausalLM, transformers.Qwen3Config(**SMALL, head_dim=64), 3, 6),
     # sandwich norms: a norm feeding the residual add, and a norm of that sum fed by the first norm, fuse in
-    # Inductor's kernels; only the first layer's input norm is replaced
+    # Inductor's kernels; layer 0's input norm and its first residual add read the (scaled) embeddings
     "gemma3": (transformers.Gemma3ForCausalLM,
-               transformers.Gemma3TextConfig(**SMALL, head_dim=64, sliding_window=16), 1, 12),
+               transformers.Gemma3TextConfig(**SMALL, head_dim=64, sliding_window=16), 0, 13),
     # post-norms (the norm's output feeds the residual add), full-width q/k norms before rotary embedding, and
     # the final norm after an add of a post-norm's output: all fuse in Inductor's kernels, so all stay
     "olmo2": (transformers.Olmo2ForCausalLM, transformers.Olmo2Config(**SMALL, pad_token_id=0), 0, 9),
