@@ -166,11 +166,12 @@ def test_a_cache_it_cannot_write_to_serves_what_it_holds_and_builds_the_rest_els
     the private fallback directory with one warning. Root ignores permission bits, so the test makes the cache
     unwritable where a build writes first: a directory stands where the instance's lock file goes."""
     monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    prebuilt = jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90")
+    built = jit.KernelKey.create(512, torch.bfloat16, None, "torch")
+    prebuilt = jit.build(built, "sm_90")
     missing = jit.KernelKey.create(1024, torch.bfloat16, None, "torch")
     (prebuilt.parent / f"{missing.name}.lock").mkdir()
     with caplog.at_level(logging.WARNING, logger="inductor_rmsnorm"):
-        assert jit.build(jit.KernelKey.create(512, torch.bfloat16, None, "torch"), "sm_90") == prebuilt
+        assert jit.build(built, "sm_90") == prebuilt
         assert not caplog.records
         library = jit.build(missing, "sm_90")
     assert library.parent.parent == private_tmp and library.is_file()
