@@ -344,7 +344,12 @@ def enabled(*, on_unsupported: str = "fallback", policy: str = "auto"):
         inductor_config.post_grad_custom_post_pass = saved
 
 
-def compile_options(*, on_unsupported: str = "fallback", policy: str = "auto") -> dict:
-    """Options for `torch.compile(model, options=...)` that run the pass in that compile only."""
+def compile_options(*, on_unsupported: str = "fallback", policy: str = "auto", mode: str | None = None) -> dict:
+    """Options for `torch.compile(model, options=...)` that run the pass in that compile only.
+
+    `torch.compile` takes `mode` or `options`, not both: pass the mode here instead (e.g. "reduce-overhead") and
+    its options are included."""
     installed = inductor_config.post_grad_custom_post_pass
-    return {"post_grad_custom_post_pass": RMSNormPass(on_unsupported, policy, _without_ours(installed))}
+    options = dict(torch._inductor.list_mode_options(mode)) if mode is not None else {}
+    options["post_grad_custom_post_pass"] = RMSNormPass(on_unsupported, policy, _without_ours(installed))
+    return options

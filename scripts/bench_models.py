@@ -127,8 +127,8 @@ def compare(model, workload: Workload, mode: str) -> dict:
         torch._dynamo.reset()
         # both compiled functions stay live: Dynamo keeps a cache entry for each backend
         variants = {"without": (lambda: None, torch.compile(model, mode=compile_mode)),
-                    "with": (lambda: None, torch.compile(model, mode=compile_mode,
-                                                        options=inductor_rmsnorm.compile_options()))}
+                    "with": (lambda: None, torch.compile(
+                        model, options=inductor_rmsnorm.compile_options(mode=compile_mode)))}
     try:
         times = interleaved_milliseconds(workload, variants)
         outputs = {}

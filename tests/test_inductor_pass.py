@@ -473,6 +473,15 @@ def test_auto_policy_leaves_a_head_norm_that_feeds_rotary_embedding():
     assert candidate.reason.startswith("its output feeds ") and "aten.mul.Tensor" in candidate.reason
 
 
+def test_compile_options_carry_a_compile_mode_torch_compile_takes_only_without_options():
+    options = inductor_rmsnorm.compile_options(mode="reduce-overhead")
+    assert options["triton.cudagraphs"] is True
+    assert isinstance(options["post_grad_custom_post_pass"], RMSNormPass)
+    assert set(inductor_rmsnorm.compile_options()) == {"post_grad_custom_post_pass"}
+    with pytest.raises(RuntimeError, match="Unrecognized mode=fastest"):
+        inductor_rmsnorm.compile_options(mode="fastest")
+
+
 def test_fx_graph_cache_stays_on_and_keys_on_the_options(monkeypatch, tmp_path):
     from torch._dynamo.utils import counters
 
