@@ -8,9 +8,11 @@ model.
 
 Compiled modes: `torch.compile` defaults and `mode="reduce-overhead"` (CUDA graphs). Each time is the median over
 rounds of back-to-back calls, synchronised at the end of each round, so launch overheads count as they do in
-serving; the rounds alternate between the pass off and on. Prints one table row per point (pass off, pass on,
-speed-up, RMSNorms replaced, and for prefill the largest logit difference relative to the largest logit) and
-writes JSON.
+serving. The rounds pair the pass off and on, in turns (ABBA), and the speed-up is the median of the rounds'
+ratios with their quartiles beside it: launch-bound steps (decode at batch 1 without CUDA graphs) vary by tens
+of percent between calls of one tree, and the quartiles say how much of a ratio is that noise. Prints one table
+row per point (pass off, pass on, speed-up, RMSNorms replaced, and for prefill the largest logit difference
+relative to the largest logit) and writes JSON.
 
 Usage: python scripts/bench_models.py [--models llama3 qwen3 gemma3 mistral] [--layers 2]
            [--phases prefill decode] [--modes default reduce-overhead eager] [--json PATH]
@@ -52,7 +54,7 @@ MODELS = {
 PREFILL_SHAPES = ((1, 4096), (8, 2048))  # batch, tokens
 DECODE_BATCHES = (1, 32, 256)
 CACHED_TOKENS = 1024
-ROUNDS, CALLS_PER_ROUND = 5, 10
+ROUNDS, CALLS_PER_ROUND = 20, 5
 CALLS_PER_MEASUREMENT = 3 + ROUNDS * CALLS_PER_ROUND + 1  # warm-up, timed, the output compared
 MODES = ("default", "reduce-overhead", "eager")
 
@@ -91,26 +93,27 @@ class Workload:
             return forward(**self.kwargs).logits
 
 
-def interleaved_milliseconds(workload: Workload, variants: dict) -> dict[str, float]:
-    """For each variant (name: (enter, forward)), the median over rounds of the mean time of back-to-back calls,
-    after warm-up calls that compile and capture. The rounds alternate between the variants (`enter` before
-    each), so a drift in the machine's speed reaches them alike: timed one after the other, two calls of one
-    tree read 0.92x and 1.00x (run 11)."""
+def interleaved_milliseconds(workload: Workload, variants: dict) -> dict[str, list[float]]:
+    """For each variant (name: (enter, forward)), each round's mean time of back-to-back calls, after warm-up
+    calls that compile and capture. Every round times each variant (`enter` before each), the first one first
+    in even rounds and last in odd ones, so a drift in the machine's speed reaches them alike: timed one after
+    the other, two calls of one tree read 0.92x and 1.00x (run 11)."""
     for enter, forward in variants.values():
         enter()
         for _ in range(3):
             workload.run(forward)
     torch.cuda.synchronize()
     rounds = {name: [] for name in variants}
-    for _ in range(ROUNDS):
-        for name, (enter, forward) in variants.items():
+    for round_index in range(ROUNDS):
+        order = list(variants.items())
+        for name, (enter, forward) in order if round_index % 2 == 0 else reversed(order):
             enter()
             start = time.perf_counter()
             for _ in range(CALLS_PER_ROUND):
                 workload.run(forward)
             torch.cuda.synchronize()
             rounds[name].append((time.perf_counter() - start) / CALLS_PER_ROUND * 1e3)
-    return {name: statistics.median(times) for name, times in rounds.items()}
+    return rounds
 
 
 def compare(model, workload: Workload, mode: str) -> dict:
@@ -141,14 +144,17 @@ def compare(model, workload: Workload, mode: str) -> dict:
         report = inductor_rmsnorm.report()
         replaced = len(report.replaced)
         left_alone = sorted({c.reason for c in report.left_alone})
-    without, with_ = times["without"], times["with"]
+    without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
+    ratios = [a / b for a, b in zip(times["without"], times["with"])]
+    low, median_ratio, high = statistics.quantiles(ratios, n=4)
     reference, result = outputs["without"], outputs["with"]
     # decode steps append to the cache, so two steps' logits differ by construction: prefill alone is compared
     error = None
     if workload.phase == "prefill":
         error = relative_error(result, reference)
     return {"phase": workload.phase, "batch": workload.batch, "tokens": workload.tokens, "mode": mode,
-            "without_ms": without, "with_ms": with_, "speedup": without / with_, "replaced": replaced,
+            "without_ms": without, "with_ms": with_, "speedup": median_ratio,
+            "speedup_quartiles": [low, high], "replaced": replaced,
             "left_alone_reasons": left_alone,
             "relative_error": error}
 
@@ -176,7 +182,7 @@ def main() -> int:
     environment = describe_environment()
     print(f"{environment['gpu']}, torch {environment['torch']}, transformers {transformers.__version__}, "
           f"{args.layers} layers, bf16")
-    print("| model | workload | mode | without ms | with ms | speed-up | norms replaced | rel. error |")
+    print("| model | workload | mode | without ms | with ms | speed-up (quartiles) | norms replaced | rel. error |")
     print("|---|---|---|---|---|---|---|---|")
     records = []
     for name in args.models:
@@ -185,8 +191,10 @@ def main() -> int:
             for mode in args.modes:
                 record = {"model": name, **compare(model, workload, mode)}
                 records.append(record)
+                low, high = record["speedup_quartiles"]
                 print(f"| {name} | {workload.label()} | {mode} | {record['without_ms']:.3f} | "
-                      f"{record['with_ms']:.3f} | {record['speedup']:.2f}× | {record['replaced']} | "
+                      f"{record['with_ms']:.3f} | {record['speedup']:.2f}× ({low:.2f}-{high:.2f}) | "
+                      f"{record['replaced']} | "
                       f"{'-' if record['relative_error'] is None else format(record['relative_error'], '.1e')} |",
                       flush=True)
                 write_json(Path(args.json), environment, args.layers, records)  # each row: a cut-off run keeps it
