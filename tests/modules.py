@@ -119,7 +119,8 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     across a rounding boundary, the eager module and the kernel round h to adjacent values, and the weight
     multiply can stretch that to 2 ulps of the output (or, with a float32 weight, to a bf16 ulp of a float32
     output). Such an element passes only if it is within 1 ulp of the eager formula evaluated with h rounded
-    to that adjacent value; they must stay rare (at most 0.1 % of elements).
+    to that adjacent value; they must stay rare (at most 0.1 % of elements, or one element where that is less
+    than one: a single flip among 7 x 64 elements is 0.22 %).
     float32 outputs (but the Llama formulation's from 16-bit activations, exact up to those flips): within
     `float32_max_ulps` (reduction order).
     """
@@ -133,7 +134,7 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
         worst = int(distance.max())
         return None if worst <= float32_max_ulps else f"{worst} ulps (float32 bar {float32_max_ulps})"
     far = distance > 1
-    flipped = 0.0
+    flipped = 0
     if formulation == "llama" and weight is not None and bool(far.any()):
         h = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
         rounded = h.to(x.dtype)
@@ -141,13 +142,14 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
         for direction in (1, -1):
             alternative = weight * _step_one_ulp(rounded, direction)
             explained |= ulp_distance(actual, alternative) <= 1
-        flipped = float((far & explained).double().mean())
+        flipped = int((far & explained).sum())
         far = far & ~explained
     problems = []
     if bool(far.any()):
         problems.append(f"{int(far.sum())} elements beyond 1 ulp (worst {int(distance.max())})")
     if different > 0.01:
         problems.append(f"{different:.2%} of elements differ (bar 1 %)")
-    if flipped > 0.001:
-        problems.append(f"{flipped:.3%} of elements from a flipped first rounding (bar 0.1 %)")
+    if flipped > max(1, distance.numel() // 1000):
+        problems.append(f"{flipped / distance.numel():.3%} of elements ({flipped}) from a flipped first rounding "
+                        "(bar 0.1 %)")
     return "; ".join(problems) or None
