@@ -30,7 +30,7 @@ from torch._inductor import config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.pattern_matcher import Match, PatternMatcherPass
 
-from . import dispatch, patterns
+from . import dispatch, lowering, patterns  # noqa: F401 (lowering: registers the ops' Inductor lowerings)
 
 logger = logging.getLogger("inductor_rmsnorm")
 
@@ -197,7 +197,7 @@ class RMSNormPass(CustomGraphPass):
         if previous is not None and not isinstance(previous, CustomGraphPass):
             return None  # a plain function cannot be hashed: Inductor then bypasses its cache, as it would anyway
         here = Path(__file__).parent
-        sources = tuple(str(here / name) for name in ("inductor_pass.py", "patterns.py", "dispatch.py", "ops.py"))
+        sources = tuple(str(here / name) for name in ("inductor_pass.py", "patterns.py", "dispatch.py", "ops.py", "lowering.py"))
         extra = f"{self.options}|{None if previous is None else previous.uuid()}"
         return get_hash_for_files(sources, extra)
 

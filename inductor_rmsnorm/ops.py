@@ -227,20 +227,21 @@ def _weight_in_place(weight: torch.Tensor, hidden: int, device: int) -> bool:
             and weight.get_device() == device)
 
 
-def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
-    """The eager hot path: the kernel's output for a CUDA call shaped like one served before (same dtypes, size,
-    formulation and device; contiguous, aligned, weight in place), or None: the caller then takes the checked
-    path, which also builds the plan this path looks up. Every line here is paid on each eager call."""
+def _served(plans: dict, input: torch.Tensor, weight: torch.Tensor | None, formulation: str):
+    """(plan, rows, device, input pointer, weight pointer) for a CUDA call shaped like one served before (same
+    dtypes, size, formulation and device; input contiguous and aligned, weight in place) with rows to normalise;
+    None otherwise: the caller then takes the checked path, which also builds the plan looked up here. The hot
+    paths below start here; every line is paid on each call."""
     shape = input.shape
     if not shape:
         return None
     hidden = shape[-1]
     device = input.get_device()
     if weight is None:
-        plan = _plans.get((hidden, input.dtype, None, formulation, device))
+        plan = plans.get((hidden, input.dtype, None, formulation, device))
         weight_ptr = None
     else:
-        plan = _plans.get((hidden, input.dtype, weight.dtype, formulation, device))
+        plan = plans.get((hidden, input.dtype, weight.dtype, formulation, device))
         if not _weight_in_place(weight, hidden, device):
             return None
         weight_ptr = weight.data_ptr()
@@ -248,45 +249,78 @@ def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float,
     if plan is None or x_ptr % _VECTOR_BYTES or not input.is_contiguous():
         return None
     rows = input.numel() // hidden
-    if not rows:
+    return (plan, rows, device, x_ptr, weight_ptr) if rows else None
+
+
+def _residual_served(residual: torch.Tensor, input: torch.Tensor, device: int) -> bool:
+    """Whether the fused hot path can read `residual` as it reads `input`: alike, contiguous and aligned."""
+    return (residual.data_ptr() % _VECTOR_BYTES == 0 and residual.shape == input.shape
+            and residual.dtype == input.dtype and residual.get_device() == device and residual.is_contiguous())
+
+
+def _launch_served(served: tuple, out_ptr: int, eps: float) -> None:
+    """The plain kernel for a call `_served` accepted, into contiguous rows at `out_ptr`."""
+    plan, rows, device, x_ptr, weight_ptr = served
+    code = plan.launch_contiguous(out_ptr, x_ptr, weight_ptr, rows, eps, torch._C._cuda_getCurrentRawStream(device),
+                                  device)
+    if code:
+        plan.instance.raise_error(code)
+
+
+def try_run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str):
+    """The eager hot path: the kernel's output for a call `_served` accepts, or None."""
+    served = _served(_plans, input, weight, formulation)
+    if served is None:
         return None
+    plan = served[0]
     out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
-    code = plan.launch_contiguous(out.data_ptr(), x_ptr, weight_ptr, rows, eps,
+    _launch_served(served, out.data_ptr(), eps)
+    return out
+
+
+def try_run_kernel_into(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, eps: float,
+                        formulation: str) -> bool:
+    """The hot path of Inductor's generated code (see `lowering`): the kernel into `out`, a contiguous buffer
+    of the output's shape and dtype that Inductor allocated. False (nothing run) where `_served` refuses."""
+    served = _served(_plans, input, weight, formulation)
+    if served is None:
+        return False
+    _launch_served(served, out.data_ptr(), eps)
+    return True
+
+
+def _launch_fused_served(served: tuple, out_ptr: int, residual_out_ptr: int, residual_ptr: int, eps: float):
+    """The fused-add kernel for a call `_served` (and `_residual_served`) accepted, into contiguous rows."""
+    plan, rows, device, x_ptr, weight_ptr = served
+    code = plan.launch_contiguous(out_ptr, residual_out_ptr, x_ptr, residual_ptr, weight_ptr, rows, eps,
                                   torch._C._cuda_getCurrentRawStream(device), device)
     if code:
         plan.instance.raise_error(code)
-    return out
 
 
 def try_run_fused_kernel(input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
                          formulation: str):
-    """The fused-add op's hot path, as `try_run_kernel`'s: (out, residual_out) for a call shaped like one served
-    before, input and residual contiguous, aligned and alike; or None. Inductor's generated code calls the op
-    once per decoder layer, and in a launch-bound decode step its host time is the step's time."""
-    shape = input.shape
-    if not shape:
+    """The fused-add op's hot path, as `try_run_kernel`'s: (out, residual_out), or None."""
+    served = _served(_fused_add_plans, input, weight, formulation)
+    if served is None or not _residual_served(residual, input, served[2]):
         return None
-    hidden = shape[-1]
-    device = input.get_device()
-    plan = _fused_add_plans.get((hidden, input.dtype, None if weight is None else weight.dtype, formulation, device))
-    if plan is None or (weight is not None and not _weight_in_place(weight, hidden, device)):
-        return None
-    x_ptr, residual_ptr = input.data_ptr(), residual.data_ptr()
-    if (x_ptr % _VECTOR_BYTES or residual_ptr % _VECTOR_BYTES or residual.shape != shape
-            or residual.dtype != input.dtype or residual.get_device() != device or not input.is_contiguous()
-            or not residual.is_contiguous()):
-        return None
-    rows = input.numel() // hidden
-    if not rows:
-        return None
+    plan = served[0]
     out = torch.empty_like(input) if plan.keeps_dtype else torch.empty_like(input, dtype=plan.output_dtype)
     residual_out = torch.empty_like(input)
-    code = plan.launch_contiguous(out.data_ptr(), residual_out.data_ptr(), x_ptr, residual_ptr,
-                                  None if weight is None else weight.data_ptr(), rows, eps,
-                                  torch._C._cuda_getCurrentRawStream(device), device)
-    if code:
-        plan.instance.raise_error(code)
+    _launch_fused_served(served, out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), eps)
     return out, residual_out
+
+
+def try_run_fused_kernel_into(both: torch.Tensor, input: torch.Tensor, residual: torch.Tensor,
+                              weight: torch.Tensor | None, eps: float, formulation: str) -> bool:
+    """`try_run_kernel_into` for the fused op: `both` is one contiguous buffer [2, *input.shape] of the input's
+    dtype, the output then the sum."""
+    served = _served(_fused_add_plans, input, weight, formulation)
+    if served is None or not _residual_served(residual, input, served[2]):
+        return False
+    out_ptr = both.data_ptr()
+    _launch_fused_served(served, out_ptr, out_ptr + input.numel() * input.element_size(), residual.data_ptr(), eps)
+    return True
 
 
 def run_kernel(input: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str) -> torch.Tensor:

@@ -8,10 +8,12 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._inductor import config as inductor_config
+from torch._inductor.utils import run_and_get_code
 
 import inductor_rmsnorm
 from inductor_rmsnorm.inductor_pass import RMSNormPass
 from inductor_rmsnorm.numerics import ulp_difference
+from inductor_rmsnorm.reference import rms_norm_reference
 from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm
 
 SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
@@ -72,9 +74,9 @@ def compile_with(module, x, **options):
     return output, recorder
 
 
-def compiled_without_pass(module, x):
+def compiled_without_pass(module, *inputs):
     with torch.no_grad():
-        output = torch.compile(module)(x)
+        output = torch.compile(module)(*inputs)
     torch._dynamo.reset()
     return output
 
@@ -186,6 +188,35 @@ def test_exact_match_counts_in_a_stack_of_norms():
     assert ulp_difference(output, compiled_without_pass(module, x)).max_ulps <= 2  # through the linears
 
 
+@pytest.mark.parametrize("weight_dtype, x_dtype, call", [
+    (torch.bfloat16, torch.bfloat16, "extern_kernels.inductor_rmsnorm_fused_add_rms_norm("),
+    # Llama's float32 output (float32 weight) next to a bfloat16 sum: not one buffer, so a fallback kernel
+    (torch.float32, torch.bfloat16, "torch.ops.inductor_rmsnorm.fused_add_rms_norm.default("),
+])
+def test_generated_code_calls_the_kernels_into_inductors_buffers(weight_dtype, x_dtype, call):
+    """The ops' lowerings (`inductor_rmsnorm.lowering`): a plain call into buffers Inductor allocates, not the
+    op through the dispatcher, and outputs equal to the pass-off compile's."""
+    class TwoNorms(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.tail = LlamaRMSNorm(512), DecoderLayerTail(LlamaRMSNorm(512))
+            self.projection = torch.nn.Linear(512, 512)
+
+        def forward(self, x, residual):
+            projected = self.projection(self.first(x).to(self.projection.weight.dtype))
+            return self.tail(projected.to(x.dtype), residual)
+
+    module = randomised(TwoNorms(), weight_dtype)
+    x, residual = (torch.randn(2, 9, 512, dtype=x_dtype) for _ in range(2))
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        outputs, code = run_and_get_code(torch.compile(module), x, residual)
+    code = "\n".join(code)
+    assert code.count("extern_kernels.inductor_rmsnorm_rms_norm(") == 1 and code.count(call) == 1
+    assert [c.residual for c in inductor_rmsnorm.report().replaced] == ["fused_add", "plain"]
+    expected = compiled_without_pass(module, x, residual)
+    assert torch.equal(outputs[1], expected[1]) and ulp_difference(outputs[0], expected[0]).within()
+
+
 def test_one_compile_serves_several_batch_sizes():
     module = randomised(LlamaRMSNorm(512), torch.bfloat16)
     counter = CompileCounterWithBackend("inductor")
@@ -213,6 +244,46 @@ def test_dynamic_true_passes_eps_as_a_tensor():
     assert counter.frame_count == 1
     assert "inductor_rmsnorm.rms_norm.eps_tensor(bf16[s, 512], bf16[512], v0, 'llama_single_rounding')" in (
         recorder.graph_after), recorder.graph_after
+
+
+def test_dynamic_true_generated_code_reads_eps_from_its_tensor():
+    """dynamic=True lifts the Llama modules' eps into the graph: the eps_tensor overloads' lowerings, with and
+    without a weight, next to a float eps (`nn.RMSNorm` passes its own as a constant)."""
+    class UnweightedLlamaRMSNorm(torch.nn.Module):
+        def __init__(self, eps=1e-6):
+            super().__init__()
+            self.variance_epsilon = eps
+
+        def forward(self, x):
+            hidden = x.to(torch.float32)
+            variance = hidden.pow(2).mean(-1, keepdim=True)
+            return (hidden * torch.rsqrt(variance + self.variance_epsilon)).to(x.dtype)
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            # eps values apart and large enough to show in bf16: a call given another's eps gives other values
+            self.first, self.tail = UnweightedLlamaRMSNorm(0.25), DecoderLayerTail(LlamaRMSNorm(512, eps=0.5))
+            self.last = torch.nn.RMSNorm(512, eps=0.125, elementwise_affine=False)
+
+        def forward(self, x, residual):
+            return *self.tail(self.first(x), residual), self.last(x)
+
+    module = randomised(Layer(), torch.bfloat16)
+    x, residual = (torch.randn(9, 512, dtype=torch.bfloat16) for _ in range(2))
+    with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
+        outputs, code = run_and_get_code(torch.compile(module, dynamic=True), x, residual)
+    code = "\n".join(code)
+    for call in ("rms_norm_eps_tensor", "fused_add_rms_norm_eps_tensor", "rms_norm"):
+        assert code.count(f"extern_kernels.inductor_rmsnorm_{call}(") == 1, call
+    assert [(c.search, c.residual) for c in inductor_rmsnorm.report().replaced] == [
+        ("torch_no_weight", "plain"), ("hf_llama", "fused_add"), ("hf_no_weight", "plain")]
+    # the op's CPU implementation is the reference math: the values show that each call got its own eps and
+    # weight (Inductor's pass-off code rounds the first norm's output before the add differently)
+    s = rms_norm_reference(x, None, 0.25, "llama") + residual
+    expected = (rms_norm_reference(s, module.tail.norm.weight, 0.5, "llama_single_rounding"), s,
+                rms_norm_reference(x, None, 0.125, "torch"))
+    assert all(torch.equal(output, reference) for output, reference in zip(outputs, expected))
 
 
 def compiled_reference(module, x):

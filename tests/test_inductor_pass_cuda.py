@@ -6,7 +6,8 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 import inductor_rmsnorm
-from modules import GemmaRMSNorm, LlamaRMSNorm, check_against_eager
+from inductor_rmsnorm.numerics import ulp_difference
+from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, check_against_eager
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -47,13 +48,36 @@ def test_generated_code_calls_the_op_and_matches_inductor(name, make, weight_dty
         output, code = run_and_get_code(
             torch.compile(module, options=inductor_rmsnorm.compile_options(policy="always")), x
         )
-    assert "torch.ops.inductor_rmsnorm.rms_norm.default(" in "\n".join(code)
+    # the op's lowering: a plain call into a buffer Inductor allocates, not the op through the dispatcher
+    assert "extern_kernels.inductor_rmsnorm_rms_norm(" in "\n".join(code)
     assert len(inductor_rmsnorm.report().replaced) == 1
     # Inductor's own code is the reference: the Llama bar allows its first-rounding flips only with
     # emulate_precision_casts, which is off here, so the plain 1-ulp bar applies.
     formulation = "torch" if name != "gemma" else "gemma"
     problem = check_against_eager(output, reference, x, module.weight, 1e-6, formulation)
     assert problem is None, problem
+
+
+def test_generated_code_takes_the_checked_path_for_layouts_its_hot_path_refuses():
+    """The lowered calls' hot path needs contiguous, 16-byte aligned operands. Norms of `x[..., 1:]` (rows one
+    element off alignment, row stride hidden + 1) take the checked op from the same call, and match the pass-off
+    compile: the plain norm and the residual add + norm."""
+    module = randomised(DecoderLayerTail(LlamaRMSNorm(4096)), torch.bfloat16)
+    padded_x, padded_residual = (torch.randn(33, 4097, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+
+    def layer(x, residual):
+        return module.norm(x[:, 1:]), module(x[:, 1:], residual[:, 1:])
+
+    with torch.no_grad():
+        expected = torch.compile(layer)(padded_x, padded_residual)
+        torch._dynamo.reset()
+        with inductor_rmsnorm.enabled(policy="always"):
+            (plain, (fused, residual_sum)), code = run_and_get_code(torch.compile(layer), padded_x, padded_residual)
+    code = "\n".join(code)
+    assert "extern_kernels.inductor_rmsnorm_rms_norm(" in code
+    assert "extern_kernels.inductor_rmsnorm_fused_add_rms_norm(" in code
+    assert ulp_difference(plain, expected[0]).within() and ulp_difference(fused, expected[1][0]).within()
+    assert torch.equal(residual_sum, expected[1][1])
 
 
 def test_reduce_overhead_compile_replays():
