@@ -378,6 +378,21 @@ def test_auto_policy_leaves_a_norm_after_another_pointwise_op():
     assert inductor_rmsnorm.report()[0].replaced
 
 
+@pytest.mark.parametrize("rows, cudagraphs, launch_bound", [
+    (1, False, True), (31, False, True), (32, False, False), (1, True, False)])
+def test_auto_policy_leaves_few_rows_on_a_gpu_without_cuda_graphs_to_inductor(rows, cudagraphs, launch_bound):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # a GPU tensor as the pass sees it, without a GPU
+        x = torch.empty(rows, 1, 4096, device="cuda", dtype=torch.bfloat16)
+    with inductor_config.patch({"triton.cudagraphs": cudagraphs}):
+        reason = inductor_rmsnorm.inductor_pass._launch_bound_reason(x)
+    expected = (f"{rows} rows without CUDA graphs: launch-bound, and Inductor's own kernel launches in less host "
+                "time than the op's call")
+    assert reason == (expected if launch_bound else None)
+    assert inductor_rmsnorm.inductor_pass._launch_bound_reason(torch.empty(1, 4096)) is None  # the CPU: no launches
+
+
 def test_auto_policy_leaves_norms_of_embeddings_even_when_they_are_needed_again():
     """Inductor gathers embedding rows inside each kernel that reads them: a norm of the embeddings, and a residual
     add onto them, stay with Inductor even though the embeddings are the residual too."""

@@ -92,6 +92,23 @@ def test_reduce_overhead_compile_replays():
     assert inductor_rmsnorm.report().replaced
 
 
+def test_a_launch_bound_norm_is_left_to_inductor_without_cuda_graphs_and_replaced_with_them():
+    module = DecoderLayerTail(randomised(LlamaRMSNorm(4096), torch.bfloat16))
+    x, residual = (torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    with torch.no_grad():
+        eager = module(x, residual)
+        default = torch.compile(module, options=inductor_rmsnorm.compile_options())(x, residual)
+        [left_alone] = inductor_rmsnorm.report(clear=True)
+        torch._dynamo.reset()
+        compiled = torch.compile(module, options=inductor_rmsnorm.compile_options(mode="reduce-overhead"))
+        for _ in range(3):  # record, then replay
+            graphed = [t.clone() for t in compiled(x, residual)]
+    assert left_alone.reason.startswith("1 rows without CUDA graphs: launch-bound")
+    assert [c.residual for c in inductor_rmsnorm.report().replaced] == ["fused_add"]
+    for result in (default, graphed):
+        assert torch.equal(result[1], eager[1]) and ulp_difference(result[0], eager[0]).within()
+
+
 def test_dynamic_true_compile_with_eps_as_a_tensor():
     module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
     with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
