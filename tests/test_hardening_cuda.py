@@ -19,8 +19,9 @@ from modules import DecoderLayerTail, LlamaRMSNorm, check_against_eager, eager_m
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# (hidden, dtype): one size of each kernel class
-SHAPES = [(128, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32)]
+# (hidden, dtype): every kernel class (warp, CTA in three dtypes, wide)
+SHAPES = [(128, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
+          (16384, torch.bfloat16)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
