@@ -8,6 +8,8 @@
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
 #   decode      compiled decode's host cost: the op's call times, Llama 3 and Qwen3 decode with and without the
 #               pass (default and reduce-overhead), and Qwen3 at batch 1 under the profiler with Chrome traces
+#   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
+#               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
 #               dtype and variant: GRID_DTYPE=bfloat16|float16|float32, GRID_VARIANT=plain|fused (HF eager left
 #               out: far behind everywhere, and the slowest to time at large sizes)
@@ -15,7 +17,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning grid"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -71,13 +73,20 @@ for group in "$@"; do
           PREFETCH=0 STREAMING=1 PDL=0 \
           --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
       done ;;
+    ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
+      for variant in plain fused; do
+        step "ncu_$variant" 240 ncu --clock-control none --profile-from-start off --section SpeedOfLight \
+          --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+          --csv --page details --log-file "$out/ncu_$variant.csv" python3 scripts/profile_kernels.py \
+          --hidden 4096 8192 --tokens 32768 $([ $variant = fused ] && echo --fused-add)
+      done ;;
     grid)
       dtype=${GRID_DTYPE:-bfloat16} variant=${GRID_VARIANT:-plain}
       step "grid_${dtype}_$variant" 560 python3 scripts/bench_kernels.py --grid all-sizes --dtype "$dtype" \
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, grid)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status

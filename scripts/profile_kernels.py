@@ -1,42 +1,78 @@
-"""Run ours and Inductor's kernel once per point, for a profiler to look at (no timing of its own):
+"""One call of each provider's kernel at a few large points, for Nsight Compute: where our kernels trail
+Inductor's and Liger's Triton kernels at many tokens (docs/PERFORMANCE.md, runs 10 and 12), the hardware counters
+say why (DRAM throughput, occupancy, what the warps wait on), which timings alone cannot.
 
-    ncu --clock-control none --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-        python scripts/profile_kernels.py --points 128x1 8192x32768
+Everything that is not the measured call (JIT builds, compiles, Triton autotuning, input creation) runs before
+`cudaProfilerStart`, so run it under ncu with `--profile-from-start off`:
 
-Each point runs after its warm-up, between NVTX ranges named "<provider> <hidden>x<tokens>".
+    ncu --clock-control none --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \\
+        --section Occupancy --section WarpStateStats --section LaunchStats --csv --page details \\
+        python scripts/profile_kernels.py --hidden 4096 8192 --tokens 32768 [--fused-add]
+
+(`scripts/gpu_check.sh ncu` does this.) Each point's calls are, in order: a 1 GiB device-to-device copy (the
+bandwidth yardstick), then each provider once; every output is checked against F.rms_norm's. Without ncu it
+runs the same calls and prints the order, so the report's kernels can be matched to providers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from inductor_rmsnorm import ops
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_kernels import DTYPES, check_output, make_providers, reference_function  # noqa: E402
+
+PROVIDERS = ("ours", "inductor", "liger")
+COPY_BYTES = 2**30
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", nargs="+", default=["128x1", "4096x1", "8192x32768"], help="HIDDENxTOKENS")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[4096, 8192])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[32768])
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--fused-add", action="store_true", help="the residual add + norm instead")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("profiling needs a CUDA GPU; skipped")
+        print("profiling kernels needs a CUDA GPU; skipped")
         return 0
-    compiled = torch.compile(lambda x, w: F.rms_norm(x, (x.shape[-1],), w, 1e-6), dynamic=False)
-    providers = {"ours": lambda x, w: ops.rms_norm(x, w, 1e-6, "torch"), "inductor": compiled}
-    for point in args.points:
-        hidden, tokens = map(int, point.split("x"))
-        x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
-        w = torch.randn(hidden, device="cuda", dtype=torch.bfloat16)
-        for name, provider in providers.items():
-            provider(x, w)  # build / compile outside the profiled range
-            torch.cuda.synchronize()
-            torch.cuda.nvtx.range_push(f"{name} {point}")
-            provider(x, w)
-            torch.cuda.synchronize()
-            torch.cuda.nvtx.range_pop()
+    dtype = DTYPES[args.dtype]
+    providers, skipped = make_providers(list(PROVIDERS), args.fused_add)
+    for name, reason in skipped.items():
+        print(f"{name} skipped: {reason}")
+    reference = reference_function(args.fused_add)
+    copy_source = torch.empty(COPY_BYTES, dtype=torch.uint8, device="cuda")
+    copy_target = torch.empty_like(copy_source)
+    points = []
+    for hidden in args.hidden:
+        for tokens in args.tokens:
+            weight = torch.randn(hidden, device="cuda", dtype=dtype)
+            operands = [torch.randn(tokens, hidden, device="cuda", dtype=dtype)
+                        for _ in range(2 if args.fused_add else 1)]
+            expected = reference(*operands, weight)
+            serving = [p for p in providers if p.serves(hidden, dtype)]
+            for provider in serving:  # builds, compiles and autotunes now, outside the profiled range
+                check_output(provider.function(*operands, weight), expected)
+            points.append((hidden, tokens, weight, operands, serving))
+    torch.cuda.synchronize()
+
+    order = []
+    torch.cuda.cudart().cudaProfilerStart()
+    for hidden, tokens, weight, operands, serving in points:
+        copy_target.copy_(copy_source)
+        order.append(f"{hidden} x {tokens}: copy {COPY_BYTES >> 20} MiB")
+        for provider in serving:
+            provider.function(*operands, weight)
+            order.append(f"{hidden} x {tokens}: {provider.name}")
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+    print(f"{args.dtype}{', residual add + norm' if args.fused_add else ''}; profiled calls, in launch order "
+          "(a provider may launch more than one kernel):")
+    for line in order:
+        print("  " + line)
     return 0
 
 
