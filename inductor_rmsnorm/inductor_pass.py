@@ -16,7 +16,7 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
   Inductor gathers again inside each kernel that reads it), or whose output feeds a pointwise op (rotary
   embedding after a q/k norm); and on a GPU, a norm of fewer than `LAUNCH_BOUND_ROWS` rows (a static count) in a
   compile without CUDA graphs (`mode="reduce-overhead"` has them), where the step waits on the host's launches
-  and the op's call costs more host time than the Triton launch it replaces. `policy="always"` replaces these
+  and the op's call gains nothing over the Triton launch it replaces. `policy="always"` replaces these
   too (do that if you capture CUDA graphs yourself).
 """
 
@@ -162,7 +162,8 @@ def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node, matched: se
 
 
 # Measured on the H200 (docs/PERFORMANCE.md, run 12), compiled without CUDA graphs: Qwen3 and Llama 3 decode at
-# batch 1 took 0.95x with these norms replaced (quartiles 0.90-0.98), at batch 32 1.01x (1.00-1.02).
+# batch 1 read 0.95x with these norms replaced (quartiles 0.94-0.98 and 0.90-0.98; the same graph on both sides
+# read 0.97x and 1.05x, so this is at the edge of the noise), at batch 32 1.01x (1.00-1.02).
 LAUNCH_BOUND_ROWS = 32
 
 
@@ -172,8 +173,8 @@ def _launch_bound_reason(x_value: torch.Tensor) -> str | None:
         return None
     if rows >= LAUNCH_BOUND_ROWS:
         return None
-    return (f"{rows} rows without CUDA graphs: launch-bound, and Inductor's own kernel launches in less host time "
-            "than the op's call")
+    return (f"{rows} rows without CUDA graphs: launch-bound, where the op's call gains nothing over Inductor's "
+            "own kernel")
 
 
 @dataclasses.dataclass(frozen=True)
