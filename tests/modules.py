@@ -96,6 +96,14 @@ def eager_module(formulation: str, hidden: int, weight: torch.Tensor | None, eps
     return module
 
 
+def randomised(module: torch.nn.Module, dtype=None, device=None) -> torch.nn.Module:
+    """`module` with every parameter drawn around 1 (so a wrong weight shows), moved to `dtype` / `device`."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5 + 1.0)
+    return module.to(device=device, dtype=dtype)
+
+
 def random_weight(formulation: str, hidden: int, dtype, device) -> torch.Tensor:
     """A weight around the module's neutral value (1 for multiplicative weights, 0 for Gemma's offset)."""
     centre = 0.0 if formulation == "gemma" else 1.0

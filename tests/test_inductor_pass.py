@@ -14,7 +14,7 @@ import inductor_rmsnorm
 from inductor_rmsnorm.inductor_pass import RMSNormPass
 from inductor_rmsnorm.numerics import ulp_difference
 from inductor_rmsnorm.reference import rms_norm_reference
-from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm
+from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, Olmo2RMSNorm, randomised
 
 SHORT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
 
@@ -79,13 +79,6 @@ def compiled_without_pass(module, *inputs):
         output = torch.compile(module)(*inputs)
     torch._dynamo.reset()
     return output
-
-
-def randomised(module, dtype=None):
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.5 + 1.0)
-    return module if dtype is None else module.to(dtype)
 
 
 class TestGraphs(expecttest.TestCase):

@@ -7,7 +7,7 @@ from torch._inductor.utils import run_and_get_code
 
 import inductor_rmsnorm
 from inductor_rmsnorm.numerics import ulp_difference
-from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, check_against_eager
+from modules import DecoderLayerTail, GemmaRMSNorm, LlamaRMSNorm, check_against_eager, randomised
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -21,13 +21,6 @@ def fresh_compiles():
         torch._dynamo.reset()
 
 
-def randomised(module, dtype):
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.5 + 1.0)
-    return module.to(device="cuda", dtype=dtype)
-
-
 CASES = [
     ("llama", lambda: LlamaRMSNorm(4096), torch.bfloat16, torch.bfloat16),
     ("llama mixed", lambda: LlamaRMSNorm(4096), torch.float32, torch.bfloat16),
@@ -39,7 +32,7 @@ CASES = [
 
 @pytest.mark.parametrize("name, make, weight_dtype, x_dtype", CASES, ids=[c[0] for c in CASES])
 def test_generated_code_calls_the_op_and_matches_inductor(name, make, weight_dtype, x_dtype):
-    module = randomised(make(), weight_dtype)
+    module = randomised(make(), weight_dtype, "cuda")
     hidden = module.weight.shape[0]
     x = torch.randn(3, 129, hidden, device="cuda", dtype=x_dtype)
     with torch.no_grad():
@@ -62,7 +55,7 @@ def test_generated_code_takes_the_checked_path_for_layouts_its_hot_path_refuses(
     """The lowered calls' hot path needs contiguous, 16-byte aligned operands. Norms of `x[..., 1:]` (rows one
     element off alignment, row stride hidden + 1) take the checked op from the same call, and match the pass-off
     compile: the plain norm and the residual add + norm."""
-    module = randomised(DecoderLayerTail(LlamaRMSNorm(4096)), torch.bfloat16)
+    module = randomised(DecoderLayerTail(LlamaRMSNorm(4096)), torch.bfloat16, "cuda")
     padded_x, padded_residual = (torch.randn(33, 4097, device="cuda", dtype=torch.bfloat16) for _ in range(2))
 
     def layer(x, residual):
@@ -81,7 +74,7 @@ def test_generated_code_takes_the_checked_path_for_layouts_its_hot_path_refuses(
 
 
 def test_reduce_overhead_compile_replays():
-    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda")
     with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
         compiled = torch.compile(module, mode="reduce-overhead")
         for _ in range(4):  # the first calls record, the later ones replay the CUDA graph
@@ -93,7 +86,7 @@ def test_reduce_overhead_compile_replays():
 
 
 def test_a_launch_bound_norm_is_left_to_inductor_without_cuda_graphs_and_replaced_with_them():
-    module = DecoderLayerTail(randomised(LlamaRMSNorm(4096), torch.bfloat16))
+    module = DecoderLayerTail(randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda"))
     x, residual = (torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     with torch.no_grad():
         # what Inductor computes for the HF Llama norm (one rounding), by our kernel
@@ -112,7 +105,7 @@ def test_a_launch_bound_norm_is_left_to_inductor_without_cuda_graphs_and_replace
 
 
 def test_dynamic_true_compile_with_eps_as_a_tensor():
-    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda")
     with inductor_rmsnorm.enabled(policy="always"), torch.no_grad():
         compiled = torch.compile(module, dynamic=True)
         for tokens in (5, 77):
@@ -126,7 +119,7 @@ def test_a_gpu_older_than_sm80_is_left_to_inductor(monkeypatch):
     # gpu_reason itself is tested on the CPU (test_dispatch); a pretended capability would also mislead Triton
     reason = "GPU 0 (Tesla T4) is sm_75; the kernels need sm_80 or newer"
     monkeypatch.setattr(inductor_rmsnorm.dispatch, "gpu_reason", lambda index: reason)
-    module = randomised(LlamaRMSNorm(4096), torch.bfloat16)
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda")
     with torch.no_grad():
         torch.compile(module, options=inductor_rmsnorm.compile_options())(
             torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16))
