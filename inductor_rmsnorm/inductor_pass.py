@@ -168,10 +168,10 @@ LAUNCH_BOUND_ROWS = 32
 
 
 def _launch_bound_reason(x_value: torch.Tensor) -> str | None:
-    rows = math.prod(x_value.shape[:-1])
-    if x_value.device.type != "cuda" or inductor_config.triton.cudagraphs or not isinstance(rows, int):
+    if x_value.device.type != "cuda" or inductor_config.triton.cudagraphs:
         return None
-    if rows >= LAUNCH_BOUND_ROWS:
+    rows = math.prod(x_value.shape[:-1])
+    if not isinstance(rows, int) or rows >= LAUNCH_BOUND_ROWS:  # symbolic (dynamic) rows: replaced
         return None
     return (f"{rows} rows without CUDA graphs: launch-bound, where the op's call gains nothing over Inductor's "
             "own kernel")

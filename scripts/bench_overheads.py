@@ -76,10 +76,11 @@ def main() -> int:
         "F.rms_norm": lambda: torch.nn.functional.rms_norm(x, (4096,), w, 1e-6),
         "inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.rms_norm(x, w, 1e-6),
         "torch.ops.inductor_rmsnorm.rms_norm": lambda: inductor_rmsnorm.ops.rms_norm(x, w, 1e-6, "torch"),
-        # what Inductor's generated code calls for a residual add + norm, against one plain aten launch
+        # a residual add + norm through the dispatcher (what Inductor's generated code called before the ops had
+        # lowerings), against one plain aten launch ...
         "torch.ops.inductor_rmsnorm.fused_add_rms_norm": lambda: inductor_rmsnorm.ops.fused_add_rms_norm(
             x, residual, w, 1e-6, "torch"),
-        # ... and what it calls since the ops have lowerings: the kernel into a buffer Inductor allocated
+        # ... and what it calls now: the kernel into a buffer Inductor allocated
         "generated code's call: fused add into Inductor's buffer": lambda: fused_add_into(
             x, residual, w, 1e-6, "torch", out=both),
         "torch.add (one aten kernel, for scale)": lambda: torch.add(x, residual),
