@@ -29,7 +29,7 @@ _library.define(
     "fused_add_rms_norm(Tensor input, Tensor residual, Tensor? weight, float eps, str formulation) -> (Tensor, Tensor)"
 )
 
-_VECTOR_BYTES = 16
+_VECTOR_BYTES = dispatch.VECTOR_BYTES  # a module global: the hot paths read it on every call
 
 
 def check_arguments(input: torch.Tensor, weight: torch.Tensor | None, formulation: str) -> None:
