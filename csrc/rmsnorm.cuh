@@ -64,7 +64,13 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_PDL 1  // programmatic dependent launch (sm_90): overlap the launch with the previous kernel
 #endif
 #ifndef INDUCTOR_RMSNORM_PERSISTENT
-#define INDUCTOR_RMSNORM_PERSISTENT -1  // grid capped at the blocks the GPU holds at once, each looping over rows
+#define INDUCTOR_RMSNORM_PERSISTENT -1  // warp and wide kernels: grid capped at the blocks the GPU holds at once
+#endif
+#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 12288  // CTA kernel: rows moving this many bytes have two schedules
+#endif
+#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM 24  // ... and take a block per row from this many rows an SM
 #endif
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
@@ -364,9 +370,16 @@ struct WarpRmsNorm {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// CTA kernel: one thread block normalises one row; each thread holds up to kVecsPerThread vectors of it.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
-struct CtaRmsNorm {
+// CTA kernel: one thread block normalises one row; each thread holds up to kVecsPerThread vectors of it. Two
+// schedules of the same arithmetic (a row's bits do not depend on how many rows come with it):
+//   * few rows (kManyRows false): a persistent grid, each block looping over rows with the next row's loads in
+//     flight (prefetch) and the weight slice held in registers;
+//   * many rows: a block per row, no prefetch, the weight reloaded (from L1) per row: half the registers or
+//     fewer (bf16 4096: 64 -> 32, 8192: 115 -> 48), so an SM holds twice the rows at once. Nsight Compute, bf16
+//     x 32768 rows (docs/PERFORMANCE.md, run 13): the persistent kernel reached 25-50 % occupancy and 78-80 % of
+//     peak DRAM throughput; Liger's Triton kernel 70 % and 84-85 %, Inductor's 90-92 % and 76-89 %.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
+struct CtaKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
 #ifndef INDUCTOR_RMSNORM_CTA_MAX_THREADS
@@ -385,10 +398,11 @@ struct CtaRmsNorm {
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kRowsPerBlock = 1;
   // Measured on the H200 (run 10, docs/PERFORMANCE.md): evict-first hints made the fused variant 5-7 % slower
-  // at 32768 tokens and gained nothing elsewhere; a block per row instead of a persistent grid lost 15-25 % at
-  // 1024-32768 tokens.
+  // at 32768 tokens and gained nothing elsewhere.
   static constexpr bool kEvictFirst = streaming_or(false);
-  static constexpr bool kPersistentGrid = persistent_or(true);
+  static constexpr bool kPersistentGrid = !kManyRows;
+  static constexpr bool kPrefetchRow = kPrefetch && !kManyRows;
+  static constexpr bool kHoldWeight = !kManyRows;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
@@ -413,21 +427,23 @@ struct CtaRmsNorm {
     const int warp = threadIdx.x / 32;
 
     WVec w[kVecsPerThread];
+    if constexpr (kHoldWeight) {
 #pragma unroll
-    for (int i = 0; i < kVecsPerThread; ++i)
-      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+    }
 
     int parity = 0;
     InVec v[kVecsPerThread];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetch) detail::load_operands<CtaRmsNorm>(v, r, p, blockIdx.x);
+    if constexpr (kPrefetchRow) detail::load_operands<CtaKernel>(v, r, p, blockIdx.x);
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
       // With prefetch, the block's next row is loaded now, in flight across this row's barrier and stores.
       InVec next[kVecsPerThread];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetch) detail::load_operands<CtaRmsNorm>(next, next_r, p, row + gridDim.x);
-      else detail::load_operands<CtaRmsNorm>(v, r, p, row);
-      if constexpr (kFusedAdd) detail::add_residual<CtaRmsNorm>(v, r, p, row);
+      if constexpr (kPrefetchRow) detail::load_operands<CtaKernel>(next, next_r, p, row + gridDim.x);
+      else detail::load_operands<CtaKernel>(v, r, p, row);
+      if constexpr (kFusedAdd) detail::add_residual<CtaKernel>(v, r, p, row);
       float sum_sq = 0.f;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
@@ -438,9 +454,12 @@ struct CtaRmsNorm {
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
-      if constexpr (kPrefetch) {
+      for (int i = 0; i < kVecsPerThread; ++i) {
+        if (!owns(i)) continue;
+        if constexpr (!kHoldWeight) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+        Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
+      }
+      if constexpr (kPrefetchRow) {
 #pragma unroll
         for (int i = 0; i < kVecsPerThread; ++i) v[i] = next[i];
 #pragma unroll
@@ -450,6 +469,22 @@ struct CtaRmsNorm {
   }
 
   static int64_t blocks_needed(int64_t rows) { return rows; }
+};
+
+// The CTA class: the few-row schedule, or the many-row one from INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM rows an SM
+// on (3168 on the H200), for rows that move 12 KiB or more. Measured on the H200 (docs/PERFORMANCE.md, run 13,
+// bf16): rows of 16 KiB or more at 8192-32768 rows, a block per row 93-99 % of copy against 87-95 %; at 4096 rows
+// it ties or wins by up to 8 %; at 2048 rows and fewer the persistent grid wins. Rows of 12 KiB (3072 plain)
+// gain from 8192 rows on (89-91 -> 94-99 %); rows of 8 KiB (2048 plain) lose 2-6 % from 2048 rows on, their
+// blocks too short for the block scheduler (2048 fused-add rows move 16 KiB).
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct CtaRmsNorm {
+  using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
+  using ManyRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
+  using KernelParams = typename FewRows::KernelParams;
+  static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
+  static constexpr bool kSplitsByRows = kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES;
+  static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -572,12 +607,12 @@ __global__ void __launch_bounds__(Kernel::kThreads)
   Kernel::body(p);
 }
 
+namespace detail {
+
 // Launches `Kernel` on `device` (made current for the call if it is not) and `stream`.
 template <typename Kernel>
-cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
-  static detail::DeviceLaunchInfo devices[detail::kMaxDevices];
-  if (p.rows == 0) return cudaSuccess;
-  if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;
+cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  static DeviceLaunchInfo devices[kMaxDevices];
   int previous = -1;
   cudaError_t err = cudaGetDevice(&previous);
   if (err != cudaSuccess) return err;
@@ -607,6 +642,41 @@ cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, 
     if (err == cudaSuccess) err = restore;
   }
   return err;
+}
+
+// The number of SMs of `device`, asked once (0 while unknown); threads asking at once store the same answer.
+inline int sm_count(int device) {
+  static int counts[kMaxDevices];
+  int count = 0;
+  if (counts[device] == 0 && cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess)
+    counts[device] = count;
+  return counts[device];
+}
+
+// Whether `Kernel` is a class of two schedules (FewRows, ManyRows) rather than one kernel.
+template <typename Kernel, typename = void>
+struct HasSchedules : std::false_type {};
+template <typename Kernel>
+struct HasSchedules<Kernel, std::void_t<typename Kernel::FewRows>> : std::true_type {};
+
+}  // namespace detail
+
+// Launches the kernel for these rows on `device` and `stream`: a class with two schedules (CtaRmsNorm) picks
+// one by the row count.
+template <typename Kernel>
+cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  if (p.rows == 0) return cudaSuccess;
+  if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;
+  if constexpr (detail::HasSchedules<Kernel>::value) {
+    if constexpr (Kernel::kSplitsByRows) {
+      const int sms = detail::sm_count(device);
+      if (sms > 0 && p.rows >= int64_t(Kernel::kManyRowsPerSm) * sms)
+        return detail::launch_kernel<typename Kernel::ManyRows>(p, stream, device);
+    }
+    return detail::launch_kernel<typename Kernel::FewRows>(p, stream, device);
+  } else {
+    return detail::launch_kernel<Kernel>(p, stream, device);
+  }
 }
 
 }  // namespace inductor_rmsnorm

@@ -30,7 +30,7 @@ SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), 
 SWITCHES = {
     "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),
     "streaming hints everywhere": ("-DINDUCTOR_RMSNORM_STREAMING=1",),
-    "streaming hints nowhere, grids persistent everywhere": (
+    "streaming hints nowhere, warp and wide grids persistent": (
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
 }
@@ -57,12 +57,20 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
     return keys
 
 
-def compile_unit(keys: list[jit.KernelKey], arch: str, workdir: Path, name: str) -> str:
-    """Compile explicit instantiations of `keys` into a cubin; returns ptxas's report."""
+def kernel_types(key: jit.KernelKey) -> list[str]:
+    """The C++ types of the kernels an instance can launch: the CTA class has two schedules, picked by row count
+    (both checked, though rows moving under 12 KiB only ever launch the first)."""
+    if key.kernel_class != "cta":
+        return [key.cxx_type()]
+    return [f"{key.cxx_type()}::{schedule}" for schedule in ("FewRows", "ManyRows")]
+
+
+def compile_unit(kernels: list[str], arch: str, workdir: Path, name: str) -> str:
+    """Compile explicit instantiations of `kernels` (C++ types) into a cubin; returns ptxas's report."""
     source = workdir / f"{name.replace(' ', '_')}.cu"
     lines = ['#include "rmsnorm.cuh"']
-    lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{k.cxx_type()}>("
-              f"const __grid_constant__ {k.cxx_type()}::KernelParams);" for k in keys]
+    lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{kernel}>("
+              f"const __grid_constant__ {kernel}::KernelParams);" for kernel in kernels]
     source.write_text("\n".join(lines) + "\n")
     number = arch.removeprefix("sm_")
     command = [jit.nvcc_path(), "-cubin", "-O3", "-std=c++17", f"-gencode=arch=compute_{number},code=sm_{number}",
@@ -91,7 +99,7 @@ def main() -> int:
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    groups = keys_to_check()
+    groups = {name: [kernel for key in keys for kernel in kernel_types(key)] for name, keys in keys_to_check().items()}
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         reports = dict(zip(groups, pool.map(lambda item: compile_unit(item[1], args.arch, Path(tmp), item[0]),
                                             groups.items())))
