@@ -95,13 +95,16 @@ def test_a_launch_bound_norm_is_left_to_inductor_without_cuda_graphs_and_replace
         default = torch.compile(module, options=inductor_rmsnorm.compile_options())(x, residual)
         [left_alone] = inductor_rmsnorm.report(clear=True)
         torch._dynamo.reset()
+        without_pass = torch.compile(module)(x, residual)
+        torch._dynamo.reset()
         compiled = torch.compile(module, options=inductor_rmsnorm.compile_options(mode="reduce-overhead"))
         for _ in range(3):  # record, then replay
             graphed = [t.clone() for t in compiled(x, residual)]
     assert left_alone.reason.startswith("1 rows without CUDA graphs: launch-bound")
     assert [c.residual for c in inductor_rmsnorm.report().replaced] == ["fused_add"]
     assert torch.equal(graphed[0], expected[0]) and torch.equal(graphed[1], expected[1])
-    assert torch.equal(default[1], expected[1]) and ulp_difference(default[0], expected[0]).within()  # Inductor's
+    # left alone: Inductor's own code, bit for bit (its reduction order differs from ours: ulps apart at times)
+    assert torch.equal(default[0], without_pass[0]) and torch.equal(default[1], without_pass[1])
 
 
 def test_dynamic_true_compile_with_eps_as_a_tensor():
