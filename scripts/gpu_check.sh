@@ -69,8 +69,8 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" CTA_MAX_THREADS=512 CTA_MAX_THREADS=512,PREFETCH=0 CTA_MAX_THREADS=512,PREFETCH=0,PERSISTENT=0 \
-          PREFETCH=0 STREAMING=1 PDL=0 \
+          --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_PER_SM=1 \
+          CTA_MANY_ROWS_PER_SM=100000000 CTA_MANY_ROWS_BYTES=1 \
           --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
