@@ -4,8 +4,9 @@ replay, rotating buffers), with the copy bandwidth of the same run. Prints one t
 recorded in docs/PERFORMANCE.md.
 
 Each variant's output is checked against torch's (a wrong one is marked WRONG in the table).
-Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults):
-  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 \
+Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNORM_ prefix ("" = the defaults),
+and optionally class=warp|cta|wide, another kernel class than dispatch picks for the size (where it compiles):
+  python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 class=warp,PREFETCH=0 \
       [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
 (--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads; --interleave: a
 one-element torch add before each call, so each launch follows another kernel, as in a model, not its own kind:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import itertools
 import os
 import sys
@@ -60,8 +62,12 @@ def main() -> int:
     dtype = DTYPES[args.dtype]
     arch = jit.arch_for_device(0)
     def build(variant: str, hidden: int) -> jit.KernelInstance:
-        flags = tuple(f"-DINDUCTOR_RMSNORM_{define.strip()}" for define in variant.split(",") if define.strip())
+        settings = [setting.strip() for setting in variant.split(",") if setting.strip()]
+        classes = [setting.removeprefix("class=") for setting in settings if setting.startswith("class=")]
+        flags = tuple(f"-DINDUCTOR_RMSNORM_{setting}" for setting in settings if not setting.startswith("class="))
         key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
+        if classes:
+            key = dataclasses.replace(key, kernel_class=classes[-1])
         return jit.KernelInstance(key, jit.build(key, arch, flags))
 
     points = list(itertools.product(args.variants, args.hidden))
