@@ -56,6 +56,10 @@ def main() -> int:
     parser.add_argument("--fused-add", action="store_true", help="tune the fused residual-add variant")
     parser.add_argument("--interleave", action="store_true", help="a one-element torch add before each call")
     args = parser.parse_args()
+    for variant in args.variants:
+        for setting in variant.split(","):
+            if setting.strip().startswith("class=") and setting.strip() not in ("class=warp", "class=cta", "class=wide"):
+                parser.error(f"{setting.strip()!r} in variant {variant!r}: the classes are warp, cta and wide")
     if not torch.cuda.is_available():
         print("tuning needs a CUDA GPU; skipped")
         return 0
