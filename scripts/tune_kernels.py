@@ -47,6 +47,17 @@ def wrong_result(call, operands, weight, outputs) -> str:
     return ""
 
 
+def parse_variant(variant: str) -> tuple[str | None, tuple[str, ...]]:
+    """(the kernel class it asks for or None, its nvcc -D flags); ValueError on an unknown class."""
+    settings = [setting.strip() for setting in variant.split(",") if setting.strip()]
+    classes = [setting.removeprefix("class=") for setting in settings if setting.startswith("class=")]
+    unknown = [name for name in classes if name not in ("warp", "cta", "wide")]
+    if unknown:
+        raise ValueError(f"class={unknown[0]} in variant {variant!r}: the classes are warp, cta and wide")
+    flags = tuple(f"-DINDUCTOR_RMSNORM_{setting}" for setting in settings if not setting.startswith("class="))
+    return (classes[-1] if classes else None), flags
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["", "CTA_MAX_THREADS=512", "CTA_MAX_THREADS=1024"])
@@ -56,22 +67,20 @@ def main() -> int:
     parser.add_argument("--fused-add", action="store_true", help="tune the fused residual-add variant")
     parser.add_argument("--interleave", action="store_true", help="a one-element torch add before each call")
     args = parser.parse_args()
-    for variant in args.variants:
-        for setting in variant.split(","):
-            if setting.strip().startswith("class=") and setting.strip() not in ("class=warp", "class=cta", "class=wide"):
-                parser.error(f"{setting.strip()!r} in variant {variant!r}: the classes are warp, cta and wide")
+    try:
+        variants = {variant: parse_variant(variant) for variant in args.variants}
+    except ValueError as error:
+        parser.error(str(error))
     if not torch.cuda.is_available():
         print("tuning needs a CUDA GPU; skipped")
         return 0
     dtype = DTYPES[args.dtype]
     arch = jit.arch_for_device(0)
     def build(variant: str, hidden: int) -> jit.KernelInstance:
-        settings = [setting.strip() for setting in variant.split(",") if setting.strip()]
-        classes = [setting.removeprefix("class=") for setting in settings if setting.startswith("class=")]
-        flags = tuple(f"-DINDUCTOR_RMSNORM_{setting}" for setting in settings if not setting.startswith("class="))
+        kernel_class, flags = variants[variant]
         key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=args.fused_add)
-        if classes:
-            key = dataclasses.replace(key, kernel_class=classes[-1])
+        if kernel_class is not None:
+            key = dataclasses.replace(key, kernel_class=kernel_class)
         return jit.KernelInstance(key, jit.build(key, arch, flags))
 
     points = list(itertools.product(args.variants, args.hidden))
