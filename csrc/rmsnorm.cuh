@@ -66,11 +66,16 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_PERSISTENT
 #define INDUCTOR_RMSNORM_PERSISTENT -1  // warp and wide kernels: grid capped at the blocks the GPU holds at once
 #endif
+// The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes and that a thread loads in this many
+// 16-byte vectors take a block per row once they fill the GPU with that many waves of blocks.
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
-#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 12288  // CTA kernel: rows moving this many bytes have two schedules
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
 #endif
-#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM
-#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM 24  // ... and take a block per row from this many rows an SM
+#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS 2
+#endif
+#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES 3
 #endif
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
@@ -471,20 +476,22 @@ struct CtaKernel {
   static int64_t blocks_needed(int64_t rows) { return rows; }
 };
 
-// The CTA class: the few-row schedule, or the many-row one from INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM rows an SM
-// on (3168 on the H200), for rows that move 12 KiB or more. Measured on the H200 (docs/PERFORMANCE.md, run 13,
-// bf16): rows of 16 KiB or more at 8192-32768 rows, a block per row 93-99 % of copy against 87-95 %; at 4096 rows
-// it ties or wins by up to 8 %; at 2048 rows and fewer the persistent grid wins. Rows of 12 KiB (3072 plain)
-// gain from 8192 rows on (89-91 -> 94-99 %); rows of 8 KiB (2048 plain) lose 2-6 % from 2048 rows on, their
-// blocks too short for the block scheduler (2048 fused-add rows move 16 KiB).
+// The CTA class: the few-row schedule, or a block per row for many rows. A block per row has no next row in
+// flight and pays a block launch per row, so it takes rows that a thread loads in 2 or more vectors (x, and the
+// residual for the fused add) and that move 6 KiB or more, from 3 waves of its blocks on (3168 rows of 256
+// threads on the H200). Measured on the H200 (docs/PERFORMANCE.md, runs 13-14, bf16), a block per row against
+// the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 85-95 %; at 1-1.5
+// waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-17 %, and so do
+// 4 KiB rows (512 fused, 64-thread blocks: 11 %).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
   using ManyRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
   using KernelParams = typename FewRows::KernelParams;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
-  static constexpr bool kSplitsByRows = kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES;
-  static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_MANY_ROWS_PER_SM;
+  static constexpr int kLoadsPerThread = FewRows::kVecsPerThread * (kFusedAdd ? 2 : 1);
+  static constexpr bool kSplitsByRows = kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
+                                        kLoadsPerThread >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -609,48 +616,51 @@ __global__ void __launch_bounds__(Kernel::kThreads)
 
 namespace detail {
 
-// Launches `Kernel` on `device` (made current for the call if it is not) and `stream`.
+// `Kernel`'s launch facts on `device` (found once per kernel and device; threads finding them at once store the
+// same answer). The caller has made `device` current.
 template <typename Kernel>
-cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+cudaError_t kernel_launch_info(int device, const DeviceLaunchInfo** info) {
   static DeviceLaunchInfo devices[kMaxDevices];
-  int previous = -1;
-  cudaError_t err = cudaGetDevice(&previous);
-  if (err != cudaSuccess) return err;
-  if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return err;
-  const void* kernel = reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>);
-  err = detail::device_launch_info(kernel, Kernel::kThreads, device, &devices[device]);
-  if (err == cudaSuccess) {
-    const int grid = detail::grid_size(devices[device], Kernel::kPersistentGrid, Kernel::blocks_needed(p.rows));
-    if (kProgrammaticLaunch && devices[device].programmatic) {
-      cudaLaunchAttribute attribute{};
-      attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attribute.val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(grid);
-      config.blockDim = dim3(Kernel::kThreads);
-      config.stream = stream;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
-      err = cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
-    } else {
-      rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
-      err = cudaGetLastError();
-    }
-  }
-  if (previous != device) {
-    const cudaError_t restore = cudaSetDevice(previous);
-    if (err == cudaSuccess) err = restore;
-  }
-  return err;
+  *info = &devices[device];
+  return device_launch_info(reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>), Kernel::kThreads, device,
+                            &devices[device]);
 }
 
-// The number of SMs of `device`, asked once (0 while unknown); threads asking at once store the same answer.
-inline int sm_count(int device) {
-  static int counts[kMaxDevices];
-  int count = 0;
-  if (counts[device] == 0 && cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess)
-    counts[device] = count;
-  return counts[device];
+// Launches `Kernel` on the current device, `device`, and `stream`.
+template <typename Kernel>
+cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  const DeviceLaunchInfo* info = nullptr;
+  cudaError_t err = kernel_launch_info<Kernel>(device, &info);
+  if (err != cudaSuccess) return err;
+  const int grid = grid_size(*info, Kernel::kPersistentGrid, Kernel::blocks_needed(p.rows));
+  if (kProgrammaticLaunch && info->programmatic) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(Kernel::kThreads);
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
+  }
+  rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// Launches the kernel for these rows on the current device: a class with two schedules (CtaRmsNorm) takes a
+// block per row once the rows fill the GPU with INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES waves of those blocks.
+template <typename Kernel>
+cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  if constexpr (Kernel::kSplitsByRows) {
+    const DeviceLaunchInfo* many_rows = nullptr;
+    const cudaError_t err = kernel_launch_info<typename Kernel::ManyRows>(device, &many_rows);
+    if (err != cudaSuccess) return err;
+    if (p.rows >= int64_t(INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES) * many_rows->max_blocks)
+      return launch_kernel<typename Kernel::ManyRows>(p, stream, device);
+  }
+  return launch_kernel<typename Kernel::FewRows>(p, stream, device);
 }
 
 // Whether `Kernel` is a class of two schedules (FewRows, ManyRows) rather than one kernel.
@@ -661,22 +671,22 @@ struct HasSchedules<Kernel, std::void_t<typename Kernel::FewRows>> : std::true_t
 
 }  // namespace detail
 
-// Launches the kernel for these rows on `device` and `stream`: a class with two schedules (CtaRmsNorm) picks
-// one by the row count.
+// Launches the kernel for these rows on `device` (made current for the call if it is not) and `stream`.
 template <typename Kernel>
 cudaError_t launch(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
   if (p.rows == 0) return cudaSuccess;
   if (device < 0 || device >= detail::kMaxDevices) return cudaErrorInvalidDevice;
-  if constexpr (detail::HasSchedules<Kernel>::value) {
-    if constexpr (Kernel::kSplitsByRows) {
-      const int sms = detail::sm_count(device);
-      if (sms > 0 && p.rows >= int64_t(Kernel::kManyRowsPerSm) * sms)
-        return detail::launch_kernel<typename Kernel::ManyRows>(p, stream, device);
-    }
-    return detail::launch_kernel<typename Kernel::FewRows>(p, stream, device);
-  } else {
-    return detail::launch_kernel<Kernel>(p, stream, device);
+  int previous = -1;
+  cudaError_t err = cudaGetDevice(&previous);
+  if (err != cudaSuccess) return err;
+  if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return err;
+  if constexpr (detail::HasSchedules<Kernel>::value) err = detail::launch_on_current<Kernel>(p, stream, device);
+  else err = detail::launch_kernel<Kernel>(p, stream, device);
+  if (previous != device) {
+    const cudaError_t restore = cudaSetDevice(previous);
+    if (err == cudaSuccess) err = restore;
   }
+  return err;
 }
 
 }  // namespace inductor_rmsnorm

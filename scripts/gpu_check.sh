@@ -72,7 +72,7 @@ for group in "$@"; do
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
           --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_PER_SM=1 \
-          CTA_MANY_ROWS_PER_SM=100000000 CTA_MANY_ROWS_BYTES=1 \
+          CTA_MANY_ROWS_PER_SM=100000000 CTA_MANY_ROWS_LOADS=1 \
           --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     classes)
