@@ -10,6 +10,8 @@
 #               pass (default and reduce-overhead), and Qwen3 at batch 1 under the profiler with Chrome traces
 #   classes     the warp kernel (a row a warp, no block barrier) against the CTA kernel that dispatch picks for
 #               rows of 512-2048, where ours trail Inductor or the copy at many rows (docs/PERFORMANCE.md, run 13)
+#   waves       the CTA kernel's block-per-row schedule from 1, 2 or 3 waves of its blocks (the default), at
+#               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -19,7 +21,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -71,14 +73,20 @@ for group in "$@"; do
     tuning)
       for variant in plain fused; do
         step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_PER_SM=1 \
-          CTA_MANY_ROWS_PER_SM=100000000 CTA_MANY_ROWS_LOADS=1 \
+          --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_WAVES=0 \
+          CTA_MANY_ROWS_WAVES=100000 CTA_MANY_ROWS_LOADS=1 \
           --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
       done ;;
     classes)
       for variant in plain fused; do
         step "classes_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
           --variants "" class=warp class=warp,PREFETCH=0 --hidden 512 1024 2048 --tokens 16 1024 8192 32768
+      done ;;
+    waves)
+      for variant in plain fused; do
+        step "waves_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
+          --variants "" CTA_MANY_ROWS_WAVES=1 CTA_MANY_ROWS_WAVES=2 CTA_MANY_ROWS_WAVES=100000 \
+          --hidden 2048 4096 5120 8192 --tokens 1024 2048 4096
       done ;;
     ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
       for variant in plain fused; do
@@ -93,7 +101,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status
