@@ -480,7 +480,7 @@ struct CtaKernel {
 // flight and pays a block launch per row, so it takes rows that a thread loads in 2 or more vectors (x, and the
 // residual for the fused add) and that move 6 KiB or more, from 3 waves of its blocks on (3168 rows of 256
 // threads on the H200). Measured on the H200 (docs/PERFORMANCE.md, runs 13-14, bf16), a block per row against
-// the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 85-95 %; at 1-1.5
+// the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 86-95 %; at 1-1.5
 // waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-17 %, and so do
 // 4 KiB rows (512 fused, 64-thread blocks: 11 %).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
