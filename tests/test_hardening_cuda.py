@@ -62,8 +62,9 @@ def test_more_than_2_to_the_31_elements():
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
 def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
-    # 32 rows an SM: the whole batch takes the CTA kernel's block-per-row schedule (from 24 rows an SM, rows a
-    # thread loads in 2+ vectors: 4096 bf16, 2048 fp32, every fused one), the slices below its persistent one
+    # 32 rows an SM: the whole batch takes the CTA kernel's block-per-row schedule where it has one (rows a thread
+    # loads in 2+ vectors: 4096 bf16, 2048 fp32, every CTA fused one; from 3 waves of its blocks, 12-30 rows an SM
+    # here), the slices (at most 295 rows) the persistent one
     rows = 32 * torch.cuda.get_device_properties(0).multi_processor_count
     weight = torch.randn(hidden, device="cuda", dtype=dtype)
     x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
