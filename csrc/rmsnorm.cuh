@@ -481,8 +481,8 @@ struct CtaKernel {
 // residual for the fused add) and that move 6 KiB or more, from 3 waves of its blocks on (3168 rows of 256
 // threads on the H200). Measured on the H200 (docs/PERFORMANCE.md, runs 13-14, bf16), a block per row against
 // the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 86-95 %; at 1-1.5
-// waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-17 %, and so do
-// 4 KiB rows (512 fused, 64-thread blocks: 11 %).
+// waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-20 %, and so do
+// 4 KiB rows (512 fused, 64-thread blocks: 11-21 %).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
