@@ -38,6 +38,12 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   [ $rc -eq 0 ] || { echo "!! $name exited $rc"; status=1; }
   return $rc
 }
+tune() {  # tune NAME TUNE_KERNELS_ARGS...: scripts/tune_kernels.py for the plain norm, then the fused residual add
+  local name=$1
+  shift
+  step "${name}_plain" 200 python3 scripts/tune_kernels.py "$@"
+  step "${name}_fused" 200 python3 scripts/tune_kernels.py --fused-add "$@"
+}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 for group in "$@"; do
   case "$group" in
@@ -71,23 +77,14 @@ for group in "$@"; do
         --modes default reduce-overhead --json "$out/decode.json"
       step profile 90 python3 scripts/profile_model.py --model qwen3 --trace "$out" ;;
     tuning)
-      for variant in plain fused; do
-        step "tune_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_WAVES=0 \
-          CTA_MANY_ROWS_WAVES=100000 CTA_MANY_ROWS_LOADS=1 \
-          --hidden 1024 4096 5120 8192 16384 65536 --tokens 16 1024 32768
-      done ;;
+      tune tune --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_WAVES=0 \
+        CTA_MANY_ROWS_WAVES=100000 CTA_MANY_ROWS_LOADS=1 --hidden 1024 4096 5120 8192 16384 65536 \
+        --tokens 16 1024 32768 ;;
     classes)
-      for variant in plain fused; do
-        step "classes_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" class=warp class=warp,PREFETCH=0 --hidden 512 1024 2048 --tokens 16 1024 8192 32768
-      done ;;
+      tune classes --variants "" class=warp class=warp,PREFETCH=0 --hidden 512 1024 2048 --tokens 16 1024 8192 32768 ;;
     waves)
-      for variant in plain fused; do
-        step "waves_$variant" 200 python3 scripts/tune_kernels.py $([ $variant = fused ] && echo --fused-add) \
-          --variants "" CTA_MANY_ROWS_WAVES=1 CTA_MANY_ROWS_WAVES=2 CTA_MANY_ROWS_WAVES=100000 \
-          --hidden 2048 4096 5120 8192 --tokens 1024 2048 4096
-      done ;;
+      tune waves --variants "" CTA_MANY_ROWS_WAVES=1 CTA_MANY_ROWS_WAVES=2 CTA_MANY_ROWS_WAVES=100000 \
+        --hidden 2048 4096 5120 8192 --tokens 1024 2048 4096 ;;
     ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
       for variant in plain fused; do
         step "ncu_$variant" 240 ncu --clock-control none --profile-from-start off --section SpeedOfLight \
