@@ -8,7 +8,8 @@
 //   * 16-byte vector accesses; x is read from memory once and y written once (the warp and CTA kernels hold the
 //     row in registers; the wide kernel reads it twice, the second time from L2);
 //   * fp32 accumulation; eps is a run-time value;
-//   * a persistent grid-stride loop over rows, the grid sized from occupancy and SM count;
+//   * a grid-stride loop over rows, on a persistent grid (sized from occupancy and SM count) or a block per
+//     row or group of rows, whichever each kernel class measured faster for the rows it is given;
 //   * any row stride (in elements) for input and output, last dimension contiguous;
 //   * the output may alias the input: every element is read by the thread that writes it, before it writes
 //     it, and no other row is touched meanwhile.
@@ -307,7 +308,14 @@ struct WarpRmsNorm {
   // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
-  static constexpr bool kPersistentGrid = persistent_or(true);
+  // A persistent grid with the next row in flight for the plain norm; a block per group of rows for the fused
+  // add, whose lanes already load two vectors a row (x and the residual). Measured on the H200 (run 15,
+  // docs/PERFORMANCE.md, bf16, 64-256 x 8192-65536 rows), a block per group of rows against persistent: the
+  // fused add 2-12 % faster at 8 of 9 points (256 x 65536: 33.4 against 37.4 µs), 4 % slower at 64 x 32768;
+  // the plain norm 5-6 % slower at 3 of 9. Only grids of more rows than the GPU holds at once differ, and a
+  // row's arithmetic is the same in both.
+  static constexpr bool kPersistentGrid = persistent_or(!kFusedAdd);
+  static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
@@ -334,13 +342,13 @@ struct WarpRmsNorm {
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetch) detail::load_operands<WarpRmsNorm>(v, r, p, first + group);
+    if constexpr (kPrefetchRow) detail::load_operands<WarpRmsNorm>(v, r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
       // With prefetch, this lane's next row is loaded now, in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetch) detail::load_operands<WarpRmsNorm>(next, next_r, p, row + row_step);
+      if constexpr (kPrefetchRow) detail::load_operands<WarpRmsNorm>(next, next_r, p, row + row_step);
       else detail::load_operands<WarpRmsNorm>(v, r, p, row);
       float sum_sq = 0.f;
       if (row < p.rows) {
@@ -357,7 +365,7 @@ struct WarpRmsNorm {
         for (int i = 0; i < kVecsPerLane; ++i)
           if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
       }
-      if constexpr (kPrefetch) {
+      if constexpr (kPrefetchRow) {
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
 #pragma unroll
