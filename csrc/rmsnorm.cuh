@@ -391,6 +391,10 @@ struct WarpRmsNorm {
 //     fewer (bf16 4096: 64 -> 32, 8192: 115 -> 48), so an SM holds twice the rows at once. Nsight Compute, bf16
 //     x 32768 rows (docs/PERFORMANCE.md, run 13): the persistent kernel reached 25-50 % occupancy and 78-80 % of
 //     peak DRAM throughput; Liger's Triton kernel 70 % and 84-85 %, Inductor's 90-92 % and 76-89 %.
+// Rows longer than 8192 elements (to 12288: dispatch.py) take a block per row at any row count, with up to 512
+// threads in both variants: the persistent schedule's next row and held weight would not fit in registers.
+// Measured on the H200 (docs/PERFORMANCE.md, run 15), bf16 12288 at 1024-65536 rows against the wide kernel's
+// two passes: plain 53-54 % -> 86-96 % of copy, fused 77-89 % -> 89-97 %.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
 struct CtaKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
@@ -398,10 +402,12 @@ struct CtaKernel {
 #ifndef INDUCTOR_RMSNORM_CTA_MAX_THREADS
 #define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/PERFORMANCE.md); scripts/tune_kernels.py
 #endif
+  static constexpr bool kLongRow = kHidden > 8192;
   // The fused-add variant holds two rows (x and residual) per thread: twice the threads keep registers level.
   // Fewer threads per row leave registers for more rows in flight per SM; a row needing more than 8 vectors a
-  // thread under the cap gets more threads instead.
-  static constexpr int kMaxThreads = (kFusedAdd ? 2 : 1) * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
+  // thread under the cap gets more threads instead. Long rows get twice the threads (512, and 1024 fused): at
+  // 12288 x 1024-65536 rows, plain, 512 threads beat 256 by 1-10 % (run 15).
+  static constexpr int kMaxThreads = (kFusedAdd ? 2 : 1) * (kLongRow ? 2 : 1) * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   static constexpr int kMaxVecsPerThread = 8;
   static constexpr int kVecsPerThread =
       detail::ceil_div(kVecsPerRow, kMaxThreads) < kMaxVecsPerThread ? detail::ceil_div(kVecsPerRow, kMaxThreads)
@@ -413,9 +419,9 @@ struct CtaKernel {
   // Measured on the H200 (run 10, docs/PERFORMANCE.md): evict-first hints made the fused variant 5-7 % slower
   // at 32768 tokens and gained nothing elsewhere.
   static constexpr bool kEvictFirst = streaming_or(false);
-  static constexpr bool kPersistentGrid = !kManyRows;
-  static constexpr bool kPrefetchRow = kPrefetch && !kManyRows;
-  static constexpr bool kHoldWeight = !kManyRows;
+  static constexpr bool kPersistentGrid = !kManyRows && !kLongRow;
+  static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid;
+  static constexpr bool kHoldWeight = kPersistentGrid;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
@@ -490,7 +496,7 @@ struct CtaKernel {
 // threads on the H200). Measured on the H200 (docs/PERFORMANCE.md, runs 13-14, bf16), a block per row against
 // the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 86-95 %; at 1-1.5
 // waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-20 %, and so do
-// 4 KiB rows (512 fused, 64-thread blocks: 11-21 %).
+// 4 KiB rows (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in both.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
@@ -498,7 +504,8 @@ struct CtaRmsNorm {
   using KernelParams = typename FewRows::KernelParams;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
   static constexpr int kLoadsPerThread = FewRows::kVecsPerThread * (kFusedAdd ? 2 : 1);
-  static constexpr bool kSplitsByRows = kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
+  static constexpr bool kSplitsByRows = !FewRows::kLongRow &&
+                                        kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
                                         kLoadsPerThread >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS;
 };
 

@@ -25,7 +25,8 @@ from inductor_rmsnorm import dispatch, jit
 
 # Warp: 1 to 64 vectors a row, in lane groups that fit and that leave lanes idle; CTA: idle threads (264, 2888)
 # and the largest; wide: one partial step, whole steps, and the largest with a partial last step.
-SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192), "wide": (8200, 16384, 65528)}
+SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192, 8200, 12288),
+                 "wide": (12296, 16384, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {
     "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),

@@ -62,7 +62,7 @@ for group in "$@"; do
       for pid in "${pids[@]}"; do wait "$pid" || status=1; done
       # racecheck only concerns the CTA and wide kernels' shared-memory reductions, and is slow: a few sizes
       step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
-        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 8200 --tokens 7 ;;
+        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 12288 12296 --tokens 7 ;;
     benchmarks)
       step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
       step block 200 python3 scripts/bench_block.py --json "$out/block.json"
