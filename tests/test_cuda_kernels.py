@@ -30,7 +30,7 @@ TOKENS = [1, 7, 129, 8200]  # more rows than a persistent grid has blocks, for r
 
 
 def tokens_for(hidden):
-    return TOKENS if hidden <= 8192 else [1, 7, 129, 1100]  # longer rows: a few GB at most, a block per row
+    return TOKENS if hidden <= 8192 else [1, 7, 129, 1100]  # longer rows (a block per row): a few GB at most
 # (formulation, weight): the weight in the input's dtype, none, or float32 beside 16-bit activations.
 VARIANTS = [("torch", "same"), ("llama", "same"), ("gemma", "same"), ("torch", "none")]
 MIXED_VARIANTS = [("torch", "float32"), ("llama", "float32"), ("gemma", "float32"), ("llama_single_rounding", "float32")]
