@@ -60,13 +60,26 @@ FUSED_SIZES = [8, 24, 64, 96, 128, 200, 256, 264, 512, 2816, 2880, 4096, 8184, 8
 FUSED_CASES = [case for case in CASES if case[0] in FUSED_SIZES]
 
 
+def sweep_keys(items, module) -> set:
+    """The kernel instances that the selected sweep tests of `module` among `items` use."""
+    keys = set()
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if getattr(item, "module", None) is not module or "hidden" not in params:
+            continue
+        hidden, dtype, formulation, weight = (params[name] for name in ("hidden", "dtype", "formulation", "weight"))
+        fused_add = item.originalname == "test_fused_add_matches_eager"
+        keys.add(jit.KernelKey.create(hidden, dtype, weight_dtype(dtype, weight), formulation, fused_add=fused_add))
+    return keys
+
+
 @pytest.fixture(scope="module", autouse=True)
-def prebuilt_instances():
-    """Build every instance the sweep needs in parallel before the first test (minutes, not hours)."""
+def prebuilt_instances(request):
+    """Build the instances the selected sweep tests need, in parallel, before the first test (minutes, not hours;
+    a `-k` subset builds its own instances only)."""
     if not torch.cuda.is_available():
         return
-    keys = {jit.KernelKey.create(h, d, weight_dtype(d, w), f) for h, d, f, w in CASES}
-    keys |= {jit.KernelKey.create(h, d, weight_dtype(d, w), f, fused_add=True) for h, d, f, w in FUSED_CASES}
+    keys = sweep_keys(request.session.items, request.module)
     results = jit.build_many(sorted(keys, key=lambda k: k.name), jit.arch_for_device(0), os.cpu_count() or 1)
     failed = [f"{key.name}: {error}" for key, error in results if error is not None]
     assert not failed, "\n".join(failed)
