@@ -32,7 +32,7 @@ KERNEL_TABLE = (
     ("warp", 256, "up to 256"),
     # the row in registers, at most 8 vectors a thread (longer rows spill in the fused residual-add variant,
     # scripts/check_kernels.py). Measured against the wide kernel (docs/PERFORMANCE.md, run 15, bf16): faster at
-    # 12288 (1.6x plain at 8192 rows); at 16384 faster up to 8192 rows but 7 % slower at 65536 plain
+    # 12288 (1.8x plain at 8192 rows); at 16384 faster up to 8192 rows but 7 % slower at 65536 plain
     ("cta", 12288, "from 264 (16-bit) or 260 (float32) to 12288"),
     # two passes over the row, the second from L2
     ("wide", 65536, "from 12296 (16-bit) or 12292 (float32) to 65536"),

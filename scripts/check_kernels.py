@@ -60,7 +60,7 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
 
 def kernel_types(key: jit.KernelKey) -> list[str]:
     """The C++ types of the kernels an instance can launch: the CTA class has two schedules, picked by row count
-    (both checked, though rows a thread loads in one vector only ever launch the first)."""
+    (both checked, though rows a thread loads in one vector, and rows over 8192, only ever launch the first)."""
     if key.kernel_class != "cta":
         return [key.cxx_type()]
     return [f"{key.cxx_type()}::{schedule}" for schedule in ("FewRows", "ManyRows")]
