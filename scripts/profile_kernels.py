@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_kernels import DTYPES, check_output, make_providers, reference_function  # noqa: E402
+from bench_kernels import COPY_BYTES, DTYPES, check_output, make_providers, reference_function  # noqa: E402
 
 PROVIDERS = ("ours", "inductor", "liger")
-COPY_BYTES = 2**30
 
 
 def main() -> int:
