@@ -69,6 +69,12 @@ struct FusedAddParams : Params {
 #endif
 // The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes and that a thread loads in this many
 // 16-byte vectors take a block per row once they fill the GPU with that many waves of blocks.
+// The warp kernel's plain rows of 12 or 24 vectors (96 or 192 bf16): 1 splits them over the lane groups they fill
+// (4 or 8 lanes of 3 vectors, WarpRmsNorm::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
+// 32 lanes, a quarter idle).
+#ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
+#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 1
+#endif
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
 #endif
@@ -257,6 +263,10 @@ __device__ __forceinline__ float block_sum(float value, float (&partial)[kWarps]
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
+// The most lanes, a power of two up to 32, that split `vecs` vectors evenly with at most 4 a lane (0: none do).
+__host__ __device__ constexpr int whole_lanes(int vecs, int lanes = 32) {
+  return lanes == 0 ? 0 : vecs % lanes == 0 && vecs / lanes <= 4 ? lanes : whole_lanes(vecs, lanes / 2);
+}
 
 // What a launch needs to know of a device, found on its first launch there: occupancy depends only on the
 // kernel and the device. Threads launching at once may both fill it in, with the same values; one that reads
@@ -292,13 +302,23 @@ constexpr int kMaxDevices = 64;
 // ---------------------------------------------------------------------------------------------------------
 // Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
 // lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
-// Groups are a power of two of lanes (they tile the warp); a row of another vector count leaves a group's last
-// lanes idle on its last slot (`owns`).
+// Groups are a power of two of lanes (they tile the warp); a row of another vector count either fills a narrower
+// group whole (kWholeLanes) or leaves a group's last lanes idle on its last slot (`owns`).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  static constexpr int kLanesPerRow = kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow) : 32;
+  // A row takes the power-of-two group of lanes that covers it, lanes past its end idle, except in the plain norm
+  // where a group of 4 or 8 lanes holds it whole, 3 vectors a lane (96 and 192 bf16). Measured on the H200 (run 16,
+  // docs/PERFORMANCE.md, bf16, 8192-65536 rows): 192 x 65536 20.39 -> 12.51 µs, 96 x 65536 10.40 -> 6.64; at 1024
+  // rows 0.1-0.4 µs slower (fewer, fuller blocks). The fused add gained at 8192 rows and lost 25-40 % at 1024, and
+  // 1 or 2 lanes of 3 vectors (24, 48) were slower at 1024-8192 rows, so they keep power-of-two groups.
+  static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
+  static constexpr bool kUseWholeLanes =
+      INDUCTOR_RMSNORM_WARP_WHOLE_LANES && !kFusedAdd && kWholeLanes >= 4 && kWholeLanes <= 8;
+  static constexpr int kLanesPerRow = kUseWholeLanes            ? kWholeLanes
+                                      : kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow)
+                                                         : 32;
   static constexpr int kVecsPerLane = detail::ceil_div(kVecsPerRow, kLanesPerRow);
   static constexpr bool kRagged = kLanesPerRow * kVecsPerLane != kVecsPerRow;
   static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
@@ -315,7 +335,9 @@ struct WarpRmsNorm {
   // the plain norm 5-6 % slower at 3 of 9. Only grids of more rows than the GPU holds at once differ, and a
   // row's arithmetic is the same in both.
   static constexpr bool kPersistentGrid = persistent_or(!kFusedAdd);
-  static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid;
+  // Whole-lane rows already keep 3 vectors a lane in flight: the next row's loads measured within 2 % at fp16 192
+  // (run 16), and without them the fp16 Gemma instance fits in registers (ptxas spilled 8 bytes with them).
+  static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid && !kUseWholeLanes;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");

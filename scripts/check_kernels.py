@@ -25,7 +25,7 @@ from inductor_rmsnorm import dispatch, jit
 
 # Warp: 1 to 64 vectors a row, in lane groups that fit and that leave lanes idle; CTA: idle threads (264, 2888)
 # and the largest; wide: one partial step, whole steps, and the largest with a partial last step.
-SIZES_CHECKED = {"warp": (8, 24, 96, 200, 256), "cta": (264, 2888, 4096, 8192, 8200, 12288),
+SIZES_CHECKED = {"warp": (8, 24, 96, 192, 200, 256), "cta": (264, 2888, 4096, 8192, 8200, 12288),
                  "wide": (12296, 16384, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {
@@ -34,6 +34,7 @@ SWITCHES = {
     "streaming hints nowhere, warp and wide grids persistent": (
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
+    "warp rows in power-of-two lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=0",),
 }
 
 
