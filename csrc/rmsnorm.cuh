@@ -73,7 +73,7 @@ struct FusedAddParams : Params {
 // (4 or 8 lanes of 3 vectors, WarpRmsNorm::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
 // 32 lanes, a quarter idle).
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
-#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 1
+#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
 #endif
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
@@ -303,16 +303,17 @@ constexpr int kMaxDevices = 64;
 // Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
 // lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
 // Groups are a power of two of lanes (they tile the warp); a row of another vector count either fills a narrower
-// group whole (kWholeLanes) or leaves a group's last lanes idle on its last slot (`owns`).
+// group whole (kUseWholeLanes, off by default) or leaves a group's last lanes idle on its last slot (`owns`).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  // A row takes the power-of-two group of lanes that covers it, lanes past its end idle, except in the plain norm
-  // where a group of 4 or 8 lanes holds it whole, 3 vectors a lane (96 and 192 bf16). Measured on the H200 (run 16,
-  // docs/PERFORMANCE.md, bf16, 8192-65536 rows): 192 x 65536 20.39 -> 12.51 µs, 96 x 65536 10.40 -> 6.64; at 1024
-  // rows 0.1-0.4 µs slower (fewer, fuller blocks). The fused add gained at 8192 rows and lost 25-40 % at 1024, and
-  // 1 or 2 lanes of 3 vectors (24, 48) were slower at 1024-8192 rows, so they keep power-of-two groups.
+  // A row takes the power-of-two group of lanes that covers it, lanes past its end idle. With
+  // INDUCTOR_RMSNORM_WARP_WHOLE_LANES=1, plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold them whole,
+  // 3 vectors a lane. Measured on the H200 (run 16, docs/PERFORMANCE.md, bf16): faster at 8192-65536 rows (192 x
+  // 65536 20.39 -> 12.51 µs) but 0.2-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
+  // stays off. The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
+  // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
   static constexpr bool kUseWholeLanes =
       INDUCTOR_RMSNORM_WARP_WHOLE_LANES && !kFusedAdd && kWholeLanes >= 4 && kWholeLanes <= 8;

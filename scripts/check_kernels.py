@@ -34,7 +34,7 @@ SWITCHES = {
     "streaming hints nowhere, warp and wide grids persistent": (
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
-    "warp rows in power-of-two lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=0",),
+    "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
 }
 
 

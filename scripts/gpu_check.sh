@@ -12,8 +12,8 @@
 #               rows of 512-2048, where ours trail Inductor or the copy at many rows (docs/PERFORMANCE.md, run 13)
 #   waves       the CTA kernel's block-per-row schedule from 1, 2 or 3 waves of its blocks (the default), at
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
-#   lanes       the warp kernel's plain rows of 12 and 24 vectors (96 and 192 bf16, 48 and 96 float32) in the
-#               lane groups they fill (the default) against power-of-two groups with idle lanes (run 16)
+#   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
+#               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -88,10 +88,8 @@ for group in "$@"; do
       tune waves --variants "" CTA_MANY_ROWS_WAVES=1 CTA_MANY_ROWS_WAVES=2 CTA_MANY_ROWS_WAVES=100000 \
         --hidden 2048 4096 5120 8192 --tokens 1024 2048 4096 ;;
     lanes)
-      step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=0 --hidden 96 192 \
-        --tokens 1024 8192 65536
-      step lanes_fp32 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=0 --dtype float32 \
-        --hidden 48 96 --tokens 1024 8192 65536 ;;
+      step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=1 --hidden 96 192 \
+        --tokens 1 16 128 1024 8192 65536 ;;
     ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
       for variant in plain fused; do
         step "ncu_$variant" 240 ncu --clock-control none --profile-from-start off --section SpeedOfLight \
