@@ -311,7 +311,7 @@ struct WarpRmsNorm {
   // A row takes the power-of-two group of lanes that covers it, lanes past its end idle. With
   // INDUCTOR_RMSNORM_WARP_WHOLE_LANES=1, plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold them whole,
   // 3 vectors a lane. Measured on the H200 (run 16, docs/PERFORMANCE.md, bf16): faster at 8192-65536 rows (192 x
-  // 65536 20.39 -> 12.51 µs) but 0.2-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
+  // 65536 20.39 -> 12.51 µs) but 0.1-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
   // stays off. The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
   // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
