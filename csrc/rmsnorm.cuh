@@ -67,14 +67,14 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_PERSISTENT
 #define INDUCTOR_RMSNORM_PERSISTENT -1  // warp and wide kernels: grid capped at the blocks the GPU holds at once
 #endif
-// The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes and that a thread loads in this many
-// 16-byte vectors take a block per row once they fill the GPU with that many waves of blocks.
 // The warp kernel's plain rows of 12 or 24 vectors (96 or 192 bf16): 1 splits them over the lane groups they fill
 // (4 or 8 lanes of 3 vectors, WarpRmsNorm::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
 // 32 lanes, a quarter idle).
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
 #endif
+// The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes and that a thread loads in this many
+// 16-byte vectors take a block per row once they fill the GPU with that many waves of blocks.
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
 #endif
@@ -311,7 +311,7 @@ struct WarpRmsNorm {
   // A row takes the power-of-two group of lanes that covers it, lanes past its end idle. With
   // INDUCTOR_RMSNORM_WARP_WHOLE_LANES=1, plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold them whole,
   // 3 vectors a lane. Measured on the H200 (run 16, docs/PERFORMANCE.md, bf16): faster at 8192-65536 rows (192 x
-  // 65536 20.39 -> 12.51 µs) but 0.1-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
+  // 65536 15.20 -> 13.15 µs) but 0.1-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
   // stays off. The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
   // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
@@ -336,8 +336,9 @@ struct WarpRmsNorm {
   // the plain norm 5-6 % slower at 3 of 9. Only grids of more rows than the GPU holds at once differ, and a
   // row's arithmetic is the same in both.
   static constexpr bool kPersistentGrid = persistent_or(!kFusedAdd);
-  // Whole-lane rows already keep 3 vectors a lane in flight: the next row's loads measured within 2 % at fp16 192
-  // (run 16), and without them the fp16 Gemma instance fits in registers (ptxas spilled 8 bytes with them).
+  // Whole-lane rows already keep 3 vectors a lane in flight: the next row's loads gained 1-2 % at fp16 192 x
+  // 8192-65536 and 6 % at 1024 rows (run 16), and without them the fp16 Gemma instance fits in registers (ptxas
+  // spilled 8 bytes with them).
   static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid && !kUseWholeLanes;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerLane : 1;  // 1: a zero-length array is not C++
 

@@ -18,8 +18,8 @@ from modules import LlamaRMSNorm, check_against_eager, eager_module, random_weig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# Warp kernel: 1 to 64 vectors a row, lane groups full (64, 128, 256), narrower groups of 3 vectors a lane (96,
-# 192) or with idle lanes (the others); CTA
+# Warp kernel: 1 to 64 vectors a row, lane groups full (64, 128, 256) or with idle lanes (the others, 96 and 192
+# among them: head dims); CTA
 # kernel: full or idle threads, the sizes of real models (1536, 2880, 5376, 7168), the rows over 8192 that it
 # serves with a block per row (8196-12288), the largest; the wide kernel from the next size. Sizes that are
 # multiples of 4 but not 8 exist for float32 alone.
