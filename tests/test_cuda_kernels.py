@@ -19,12 +19,11 @@ from modules import LlamaRMSNorm, check_against_eager, eager_module, random_weig
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # Warp kernel: 1 to 64 vectors a row, lane groups full (64, 128, 256) or with idle lanes (the others, 96 and 192
-# among them: head dims); CTA
-# kernel: full or idle threads, the sizes of real models (1536, 2880, 5376, 7168), the rows over 8192 that it
-# serves with a block per row (8196-12288), the largest; the wide kernel from the next size. Sizes that are
-# multiples of 4 but not 8 exist for float32 alone.
-SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1536, 2048, 2816, 2880, 2884, 3072,
-         4096, 5120, 5376, 7168, 8184, 8192, 8196, 8200, 12280, 12288, 12292, 12296,
+# among them: head dims); CTA kernel: full or idle threads, the sizes of real models (1536, 2880, 5376, 7168), the
+# rows over 8192 that it serves with a block per row (8196-12288), the largest; the wide kernel from the next size.
+# Sizes that are multiples of 4 but not 8 exist for float32 alone.
+SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1536, 2048, 2816, 2880, 2884,
+         3072, 4096, 5120, 5376, 7168, 8184, 8192, 8196, 8200, 12280, 12288, 12292, 12296,
          16384, 32776, 65528, 65536]
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 TOKENS = [1, 7, 129, 8200]  # more rows than a persistent grid has blocks, for rows up to 8192
