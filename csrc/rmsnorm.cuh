@@ -274,6 +274,7 @@ __host__ __device__ constexpr int whole_lanes(int vecs, int lanes = 32) {
 struct DeviceLaunchInfo {
   int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
+  bool clusters = false;      // thread-block clusters (sm_90 and newer)
 };
 
 inline cudaError_t device_launch_info(const void* kernel, int threads, int device, DeviceLaunchInfo* info) {
@@ -284,6 +285,7 @@ inline cudaError_t device_launch_info(const void* kernel, int threads, int devic
   if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
   if (err != cudaSuccess) return err;
   info->programmatic = major >= 9;
+  info->clusters = major >= 9;
   info->max_blocks = sms * (per_sm > 0 ? per_sm : 1);
   return cudaSuccess;
 }
@@ -298,6 +300,14 @@ inline int grid_size(const DeviceLaunchInfo& info, bool persistent, int64_t bloc
 constexpr int kMaxDevices = 64;
 
 }  // namespace detail
+
+// How a kernel class with two schedules (FewRows, ManyRows) picks one by the rows of a launch.
+enum class RowSplit {
+  kNone,             // always FewRows
+  kManyRowsByWaves,  // ManyRows once the rows fill the GPU with INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES of its blocks
+  kClusterFewRows,   // FewRows (a cluster per row) up to INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS rows where the GPU has
+                     // clusters and the row more than one step, ManyRows otherwise
+};
 
 // ---------------------------------------------------------------------------------------------------------
 // Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
@@ -531,18 +541,34 @@ struct CtaRmsNorm {
   using KernelParams = typename FewRows::KernelParams;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
   static constexpr int kLoadsPerThread = FewRows::kVecsPerThread * (kFusedAdd ? 2 : 1);
-  static constexpr bool kSplitsByRows = !FewRows::kLongRow &&
-                                        kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
-                                        kLoadsPerThread >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS;
+  static constexpr RowSplit kRowSplit = !FewRows::kLongRow &&
+                                                kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
+                                                kLoadsPerThread >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS
+                                            ? RowSplit::kManyRowsByWaves
+                                            : RowSplit::kNone;
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// Wide kernel: one thread block normalises one row too long to hold in registers, in two passes over it. The
-// first sums the squares (the fused-add variant also writes x + residual); the second re-reads the row (the
-// sum, for fused add) and writes y. A row is at most 256 KiB and a few rows per SM are in flight, so the
-// second pass finds the row in L2 (60 MB on the H200): DRAM still sees each byte once.
+// The wide class's rows too long to hold in one block's registers come in steps of kVecsPerStep vectors (512
+// threads x 4). Both of its kernels sum a row's squares step by step in one order, so a row's bits do not depend
+// on which kernel its batch took: each thread sums its vectors of a step, each warp its threads (xor butterfly),
+// the step its warps in order (`step_total`), and the row its steps in order.
+namespace detail {
+template <int kWarps>
+__device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
+  float total = 0.f;
+#pragma unroll
+  for (int k = 0; k < kWarps; ++k) total += warp_sums[k];
+  return total;
+}
+}  // namespace detail
+
+// Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
+// squares (the fused-add variant also writes x + residual); the second re-reads the row (the sum, for fused add)
+// and writes y. A row is at most 256 KiB and a few rows per SM are in flight, so the second pass finds the row in
+// L2 (60 MB on the H200): DRAM still sees each byte once.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
-struct WideRmsNorm {
+struct TwoPassRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
   static constexpr int kThreads = 512;
@@ -568,7 +594,8 @@ struct WideRmsNorm {
   __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
 
   __device__ static void body(const KernelParams& p) {
-    __shared__ float partial[2][kWarps];  // per-warp partial sums, two buffers alternating by row (block_sum)
+    // Each step's per-warp sums, two buffers alternating by row, so one barrier per row suffices (as block_sum).
+    __shared__ float warp_sums[2][kSteps][kWarps];
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     int parity = 0;
@@ -576,7 +603,6 @@ struct WideRmsNorm {
       const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
       // The row the second pass reads: x, or the sum the first pass wrote (fused add).
       const TIn* second = x;
-      float sum_sq = 0.f;
       if constexpr (kFusedAdd) {
         const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
         TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
@@ -592,14 +618,17 @@ struct WideRmsNorm {
               r[u].load(residual + i * kVec);
             }
           }
+          float step_sq = 0.f;
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) {
             const int i = index(step, u);
             if (!inside(i)) continue;
             detail::add_into(v[u], r[u]);
             v[u].store(s + i * kVec);  // a plain store: the second pass reads it back from L2
-            detail::add_squares(sum_sq, v[u]);
+            detail::add_squares(step_sq, v[u]);
           }
+          step_sq = detail::group_sum<32>(step_sq);
+          if (lane == 0) warp_sums[parity][step][warp] = step_sq;
         }
       } else {
 #pragma unroll 1  // one step's vectors in registers at a time
@@ -608,12 +637,18 @@ struct WideRmsNorm {
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u)
             if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);  // cached: read again below
+          float step_sq = 0.f;
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u)
-            if (inside(index(step, u))) detail::add_squares(sum_sq, v[u]);
+            if (inside(index(step, u))) detail::add_squares(step_sq, v[u]);
+          step_sq = detail::group_sum<32>(step_sq);
+          if (lane == 0) warp_sums[parity][step][warp] = step_sq;
         }
       }
-      const float total = detail::block_sum(sum_sq, partial[parity], lane, warp);
+      __syncthreads();
+      float total = 0.f;
+#pragma unroll
+      for (int step = 0; step < kSteps; ++step) total += detail::step_total(warp_sums[parity][step]);
       parity ^= 1;
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
@@ -639,6 +674,151 @@ struct WideRmsNorm {
   }
 
   static int64_t blocks_needed(int64_t rows) { return rows; }
+};
+
+// Cluster kernel (few rows, sm_90 and newer): a cluster of one block per step normalises one row, each block
+// holding its step in registers, so the row is read once and spread over as many SMs as it has steps. The blocks
+// exchange their steps' sums through distributed shared memory and add them in step order, as the two-pass
+// kernel does: a row's bits are the same in both. A cluster of one block (rows of one step) is never launched.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct ClusterRmsNorm {
+  using TwoPass = TwoPassRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
+  static constexpr int kVec = TwoPass::kVec;
+  static constexpr int kThreads = TwoPass::kThreads;
+  static constexpr int kWarps = TwoPass::kWarps;
+  static constexpr int kUnroll = TwoPass::kUnroll;
+  static constexpr int kClusterSize = TwoPass::kSteps;
+  static constexpr int kRowsPerBlock = 1;
+  static constexpr bool kEvictFirst = streaming_or(false);  // each byte is touched once, and there are few rows
+  static constexpr bool kPersistentGrid = false;
+
+  static_assert(kClusterSize <= 8, "a portable cluster has at most 8 blocks");
+
+  using Norm = detail::Normalize<F, TIn, TW, TOut>;
+  using InVec = detail::Vec<TIn, kVec>;
+  using WVec = detail::WeightVec<TW, kVec>;
+  using KernelParams = typename TwoPass::KernelParams;
+
+  // This block's step: its rank in the cluster.
+  __device__ static int rank() {
+    unsigned r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (kClusterSize > 1) asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+    return int(r);
+  }
+
+  // Every thread of every block of the cluster arrives; memory written before is visible after.
+  __device__ static void cluster_barrier() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (kClusterSize > 1)
+      asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+    if constexpr (kClusterSize > 1) __trap();  // the launch takes this kernel only on sm_90 and newer
+#endif
+  }
+
+  // Writes `value` into slot `slot` of every block's `sums` (this block's included) and waits for the cluster.
+  __device__ static void exchange(float (&sums)[kClusterSize], int slot, float value) {
+    if constexpr (kClusterSize == 1) {
+      sums[slot] = value;  // read back by this same thread
+    } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      if (int(threadIdx.x) < kClusterSize) {  // thread t writes to block t
+        const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(&sums[slot]));
+        unsigned remote = 0;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(int(threadIdx.x)));
+        asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(value) : "memory");
+      }
+#endif
+      cluster_barrier();
+    }
+  }
+
+  __device__ static void body(const KernelParams& p) {
+    // Per-warp sums and the cluster's step sums, two buffers each alternating by row: a buffer is written again
+    // two rows later, after barriers its readers have passed (as in block_sum).
+    __shared__ float warp_sums[2][kWarps];
+    __shared__ float step_sums[2][kClusterSize];
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    const int step = rank();
+
+    WVec w[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = TwoPass::index(step, u);
+      if (TwoPass::inside(i)) w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
+    }
+    cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
+    int parity = 0;
+    for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
+      const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+      InVec v[kUnroll];
+      float step_sq = 0.f;
+      if constexpr (kFusedAdd) {
+        const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
+        TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+        InVec r[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = TwoPass::index(step, u);
+          if (TwoPass::inside(i)) {
+            v[u].template load_once<kEvictFirst>(x + i * kVec);
+            r[u].template load_once<kEvictFirst>(residual + i * kVec);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = TwoPass::index(step, u);
+          if (!TwoPass::inside(i)) continue;
+          detail::add_into(v[u], r[u]);
+          v[u].template store_once<kEvictFirst>(s + i * kVec);
+          detail::add_squares(step_sq, v[u]);
+        }
+      } else {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = TwoPass::index(step, u);
+          if (TwoPass::inside(i)) v[u].template load_once<kEvictFirst>(x + i * kVec);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (TwoPass::inside(TwoPass::index(step, u))) detail::add_squares(step_sq, v[u]);
+      }
+      step_sq = detail::group_sum<32>(step_sq);
+      if (lane == 0) warp_sums[parity][warp] = step_sq;
+      __syncthreads();
+      exchange(step_sums[parity], step, detail::step_total(warp_sums[parity]));
+      float total = 0.f;
+#pragma unroll
+      for (int k = 0; k < kClusterSize; ++k) total += step_sums[parity][k];
+      parity ^= 1;
+
+      const float inv_rms = rsqrtf(total / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = TwoPass::index(step, u);
+        if (TwoPass::inside(i)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
+      }
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return rows * kClusterSize; }
+};
+
+// The wide class: the two-pass kernel, but a cluster per row for up to this many rows on sm_90 and newer, where a
+// block per row leaves most SMs idle and walks its row twice.
+#ifndef INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS
+#define INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS 16
+#endif
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct WideRmsNorm {
+  using FewRows = ClusterRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
+  using ManyRows = TwoPassRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
+  using KernelParams = typename ManyRows::KernelParams;
+  static constexpr RowSplit kRowSplit = RowSplit::kClusterFewRows;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -668,41 +848,70 @@ cudaError_t kernel_launch_info(int device, const DeviceLaunchInfo** info) {
                             &devices[device]);
 }
 
+// Blocks a cluster of `Kernel` has: ClusterRmsNorm's kClusterSize, 1 for the others.
+template <typename Kernel, typename = void>
+struct ClusterSize : std::integral_constant<int, 1> {};
+template <typename Kernel>
+struct ClusterSize<Kernel, std::void_t<decltype(Kernel::kClusterSize)>>
+    : std::integral_constant<int, Kernel::kClusterSize> {};
+
 // Launches `Kernel` on the current device, `device`, and `stream`.
 template <typename Kernel>
 cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  constexpr int kCluster = ClusterSize<Kernel>::value;
   const DeviceLaunchInfo* info = nullptr;
   cudaError_t err = kernel_launch_info<Kernel>(device, &info);
   if (err != cudaSuccess) return err;
   const int grid = grid_size(*info, Kernel::kPersistentGrid, Kernel::blocks_needed(p.rows));
-  if (kProgrammaticLaunch && info->programmatic) {
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
+  const bool programmatic = kProgrammaticLaunch && info->programmatic;
+  if (programmatic || kCluster > 1) {
+    cudaLaunchAttribute attributes[2] = {};
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(Kernel::kThreads);
     config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
+    config.attrs = attributes;
+    if (programmatic) {
+      attributes[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attributes[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (kCluster > 1) {  // a grid of whole clusters: blocks_needed is a multiple of kCluster, and so is the cap
+      attributes[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
+      attributes[config.numAttrs++].val.clusterDim = {unsigned(kCluster), 1, 1};
+    }
     return cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
   }
   rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
-// Launches the kernel for these rows on the current device: a class with two schedules (CtaRmsNorm) takes a
-// block per row once the rows fill the GPU with INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES waves of those blocks.
+// Launches the kernel for these rows on the current device: a class with two schedules picks one by its
+// kRowSplit.
 template <typename Kernel>
 cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
-  if constexpr (Kernel::kSplitsByRows) {
+  using FewRows = typename Kernel::FewRows;
+  using ManyRows = typename Kernel::ManyRows;
+  if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsByWaves) {
     const DeviceLaunchInfo* many_rows = nullptr;
-    const cudaError_t err = kernel_launch_info<typename Kernel::ManyRows>(device, &many_rows);
+    const cudaError_t err = kernel_launch_info<ManyRows>(device, &many_rows);
     if (err != cudaSuccess) return err;
     if (p.rows >= int64_t(INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES) * many_rows->max_blocks)
-      return launch_kernel<typename Kernel::ManyRows>(p, stream, device);
+      return launch_kernel<ManyRows>(p, stream, device);
+    return launch_kernel<FewRows>(p, stream, device);
+  } else if constexpr (Kernel::kRowSplit == RowSplit::kClusterFewRows) {
+    if constexpr (ClusterSize<FewRows>::value == 1) {
+      return launch_kernel<ManyRows>(p, stream, device);  // a row of one step: nothing to spread
+    } else {
+      const DeviceLaunchInfo* few_rows = nullptr;
+      const cudaError_t err = kernel_launch_info<FewRows>(device, &few_rows);
+      if (err != cudaSuccess) return err;
+      if (p.rows <= INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS && few_rows->clusters)
+        return launch_kernel<FewRows>(p, stream, device);
+      return launch_kernel<ManyRows>(p, stream, device);
+    }
+  } else {
+    return launch_kernel<FewRows>(p, stream, device);
   }
-  return launch_kernel<typename Kernel::FewRows>(p, stream, device);
 }
 
 // Whether `Kernel` is a class of two schedules (FewRows, ManyRows) rather than one kernel.

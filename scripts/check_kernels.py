@@ -59,20 +59,15 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
     return keys
 
 
-def kernel_types(key: jit.KernelKey) -> list[str]:
-    """The C++ types of the kernels an instance can launch: the CTA class has two schedules, picked by row count
-    (both checked, though rows a thread loads in one vector, and rows over 8192, only ever launch the first)."""
-    if key.kernel_class != "cta":
-        return [key.cxx_type()]
-    return [f"{key.cxx_type()}::{schedule}" for schedule in ("FewRows", "ManyRows")]
-
-
-def compile_unit(kernels: list[str], arch: str, workdir: Path, name: str) -> str:
-    """Compile explicit instantiations of `kernels` (C++ types) into a cubin; returns ptxas's report."""
+def compile_unit(keys: list[jit.KernelKey], arch: str, workdir: Path, name: str) -> str:
+    """Compile every kernel that `launch` can take for each instance of `keys` (both schedules of a class that
+    picks one by row count, none that it never launches) into a cubin; returns ptxas's report."""
     source = workdir / f"{name.replace(' ', '_')}.cu"
     lines = ['#include "rmsnorm.cuh"']
-    lines += [f"template __global__ void inductor_rmsnorm::rms_norm_kernel<{kernel}>("
-              f"const __grid_constant__ {kernel}::KernelParams);" for kernel in kernels]
+    for key in keys:
+        kernel_class = key.cxx_type()
+        lines.append(f"template cudaError_t inductor_rmsnorm::launch<{kernel_class}>("
+                     f"const {kernel_class}::KernelParams&, cudaStream_t, int);")
     source.write_text("\n".join(lines) + "\n")
     number = arch.removeprefix("sm_")
     command = [jit.nvcc_path(), "-cubin", "-O3", "-std=c++17", f"-gencode=arch=compute_{number},code=sm_{number}",
@@ -101,7 +96,7 @@ def main() -> int:
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    groups = {name: [kernel for key in keys for kernel in kernel_types(key)] for name, keys in keys_to_check().items()}
+    groups = keys_to_check()
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         reports = dict(zip(groups, pool.map(lambda item: compile_unit(item[1], args.arch, Path(tmp), item[0]),
                                             groups.items())))
@@ -109,14 +104,14 @@ def main() -> int:
     for kernel_class, report in reports.items():
         kernels, problems = problems_in(report)
         registers = [int(r) for r in re.findall(r"Used (\d+) registers", report)]
-        expected = len(groups[kernel_class])
-        print(f"{kernel_class}: {kernels} kernels compiled for {args.arch}, registers {min(registers)}-{max(registers)}, "
-              f"{len(problems)} with spills or local memory")
+        instances = len(groups[kernel_class])
+        print(f"{kernel_class}: {kernels} kernels of {instances} instances compiled for {args.arch}, registers "
+              f"{min(registers)}-{max(registers)}, {len(problems)} with spills or local memory")
         for line in problems:
             print("  " + line)
-        failed |= bool(problems) or kernels != expected
-        if kernels != expected:
-            print(f"  expected {expected} kernels in ptxas's report, found {kernels}")
+        failed |= bool(problems) or kernels < instances
+        if kernels < instances:
+            print(f"  expected a kernel or more for each of {instances} instances in ptxas's report, found {kernels}")
     return 1 if failed else 0
 
 

@@ -14,6 +14,8 @@
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
 #               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
+#   cluster     the wide class's cluster per row (the default up to 16 rows, WIDE_CLUSTER_ROWS) against the
+#               two-pass kernel alone (WIDE_CLUSTER_ROWS=0) and a cluster up to 128 rows, then the grid's wide rows
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -23,7 +25,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes cluster grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -62,9 +64,10 @@ for group in "$@"; do
         pids+=($!)
       done
       for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-      # racecheck only concerns the CTA and wide kernels' shared-memory reductions, and is slow: a few sizes
+      # racecheck only concerns the CTA and wide kernels' shared-memory reductions (65528: the cluster kernel's
+      # exchange too), and is slow: a few sizes
       step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
-        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 12288 12296 --tokens 7 ;;
+        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 12288 12296 65528 --tokens 7 ;;
     benchmarks)
       step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
       step block 200 python3 scripts/bench_block.py --json "$out/block.json"
@@ -90,6 +93,15 @@ for group in "$@"; do
     lanes)
       step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=1 --hidden 96 192 \
         --tokens 1 16 128 1024 8192 65536 ;;
+    cluster)
+      tune cluster --variants "" WIDE_CLUSTER_ROWS=0 WIDE_CLUSTER_ROWS=128 --hidden 32768 65536 --tokens 1 4 16 64 128
+      step cluster_fp32 200 python3 scripts/tune_kernels.py --variants "" WIDE_CLUSTER_ROWS=0 --dtype float32 \
+        --hidden 16384 32768 65536 --tokens 1 4 16 64
+      for variant in plain fused; do
+        step "cluster_grid_$variant" 200 python3 scripts/bench_kernels.py --hidden 16384 32768 65536 \
+          --tokens 1 16 128 1024 $([ $variant = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
+          --json "$out/cluster_grid_$variant.json"
+      done ;;
     ncu)  # --clock-control none: leave the GPU's clocks as they are (the device tool's METHOD.md)
       for variant in plain fused; do
         step "ncu_$variant" 240 ncu --clock-control none --profile-from-start off --section SpeedOfLight \
@@ -103,7 +115,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, cluster, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status

@@ -19,9 +19,10 @@ from modules import DecoderLayerTail, LlamaRMSNorm, check_against_eager, eager_m
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# (hidden, dtype): every kernel class (warp, CTA in three dtypes, wide)
+# (hidden, dtype): every kernel class (warp, CTA in three dtypes, wide: rows of one step, which take the two-pass
+# kernel alone, and of 4 and 5 steps, whose few rows take a cluster per row, the last step of 32776 float32 ragged)
 SHAPES = [(128, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
-          (16384, torch.bfloat16)]
+          (16384, torch.bfloat16), (65536, torch.bfloat16), (32776, torch.float32)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
@@ -64,7 +65,8 @@ def test_more_than_2_to_the_31_elements():
 def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     # 32 rows an SM: the whole batch takes the CTA kernel's block-per-row schedule where it has one (rows a thread
     # loads in 2+ vectors: 4096 bf16, 2048 fp32, every CTA fused one; from 3 waves of its blocks, 12-30 rows an SM
-    # here), the slices (at most 295 rows) the persistent one
+    # here), the slices (at most 295 rows) the persistent one; wide rows of several steps: the batch and the
+    # 295-row slice the two-pass kernel, the one-row slices a cluster per row
     rows = 32 * torch.cuda.get_device_properties(0).multi_processor_count
     weight = torch.randn(hidden, device="cuda", dtype=dtype)
     x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
