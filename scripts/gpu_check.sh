@@ -97,8 +97,8 @@ for group in "$@"; do
     cluster)
       tune cluster --variants "" WIDE_CLUSTER_ROWS=0 WIDE_CLUSTER_ROWS=1000000000 --hidden 32768 65536 \
         --tokens 1 4 16 64 128 1024 8192
-      step cluster_fp32 200 python3 scripts/tune_kernels.py --variants "" WIDE_CLUSTER_ROWS=0 --dtype float32 \
-        --hidden 16384 32768 65536 --tokens 1 4 16 64
+      step cluster_fp32 200 python3 scripts/tune_kernels.py --variants "" WIDE_CLUSTER_ROWS=0 \
+        WIDE_CLUSTER_ROWS=1000000000 --dtype float32 --hidden 16384 32768 65536 --tokens 1 4 16 64 1024 8192
       for variant in plain fused; do
         step "cluster_grid_$variant" 200 python3 scripts/bench_kernels.py --hidden 16384 32768 65536 \
           --tokens 1 16 128 1024 $([ $variant = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
