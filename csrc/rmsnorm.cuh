@@ -689,7 +689,8 @@ struct ClusterRmsNorm {
   static constexpr int kUnroll = TwoPass::kUnroll;
   static constexpr int kClusterSize = TwoPass::kSteps;
   static constexpr int kRowsPerBlock = 1;
-  static constexpr bool kEvictFirst = streaming_or(false);  // each byte is touched once, and there are few rows
+  // Few rows: L2 has nothing to keep for a second pass, so no cache hints unless the switch forces them.
+  static constexpr bool kEvictFirst = streaming_or(false);
   static constexpr bool kPersistentGrid = false;
 
   static_assert(kClusterSize <= 8, "a portable cluster has at most 8 blocks");
