@@ -593,6 +593,43 @@ struct TwoPassRmsNorm {
   __device__ static int index(int step, int u) { return step * kVecsPerStep + u * kThreads + int(threadIdx.x); }
   __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
 
+  // Loads this thread's vectors of `step` of `row` into `v` (x, or for the fused add x + residual, which it also
+  // stores as the sum) and returns their sum of squares: this kernel's first pass, and all a cluster block reads.
+  // Plain (cached) accesses: the second pass reads x or the sum back from L2.
+  __device__ static float load_step(const KernelParams& p, int64_t row, int step, InVec (&v)[kUnroll]) {
+    const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+    float step_sq = 0.f;
+    if constexpr (kFusedAdd) {
+      const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
+      TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
+      InVec r[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = index(step, u);
+        if (inside(i)) {
+          v[u].load(x + i * kVec);
+          r[u].load(residual + i * kVec);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = index(step, u);
+        if (!inside(i)) continue;
+        detail::add_into(v[u], r[u]);
+        v[u].store(s + i * kVec);
+        detail::add_squares(step_sq, v[u]);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (inside(index(step, u))) detail::add_squares(step_sq, v[u]);
+    }
+    return step_sq;
+  }
+
   __device__ static void body(const KernelParams& p) {
     // Each step's per-warp sums, two buffers alternating by row, so one barrier per row suffices (as block_sum).
     __shared__ float warp_sums[2][kSteps][kWarps];
@@ -600,50 +637,11 @@ struct TwoPassRmsNorm {
     const int warp = threadIdx.x / 32;
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-      const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
-      // The row the second pass reads: x, or the sum the first pass wrote (fused add).
-      const TIn* second = x;
-      if constexpr (kFusedAdd) {
-        const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
-        TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-        second = s;
 #pragma unroll 1  // one step's vectors in registers at a time
-        for (int step = 0; step < kSteps; ++step) {
-          InVec v[kUnroll], r[kUnroll];
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
-            const int i = index(step, u);
-            if (inside(i)) {
-              v[u].load(x + i * kVec);
-              r[u].load(residual + i * kVec);
-            }
-          }
-          float step_sq = 0.f;
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
-            const int i = index(step, u);
-            if (!inside(i)) continue;
-            detail::add_into(v[u], r[u]);
-            v[u].store(s + i * kVec);  // a plain store: the second pass reads it back from L2
-            detail::add_squares(step_sq, v[u]);
-          }
-          step_sq = detail::group_sum<32>(step_sq);
-          if (lane == 0) warp_sums[parity][step][warp] = step_sq;
-        }
-      } else {
-#pragma unroll 1  // one step's vectors in registers at a time
-        for (int step = 0; step < kSteps; ++step) {
-          InVec v[kUnroll];
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u)
-            if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);  // cached: read again below
-          float step_sq = 0.f;
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u)
-            if (inside(index(step, u))) detail::add_squares(step_sq, v[u]);
-          step_sq = detail::group_sum<32>(step_sq);
-          if (lane == 0) warp_sums[parity][step][warp] = step_sq;
-        }
+      for (int step = 0; step < kSteps; ++step) {
+        InVec v[kUnroll];
+        const float step_sq = detail::group_sum<32>(load_step(p, row, step, v));
+        if (lane == 0) warp_sums[parity][step][warp] = step_sq;
       }
       __syncthreads();
       float total = 0.f;
@@ -653,6 +651,9 @@ struct TwoPassRmsNorm {
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+      // The row the second pass reads: x, or the sum the first pass wrote (fused add).
+      const TIn* second = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+      if constexpr (kFusedAdd) second = static_cast<const TIn*>(p.residual_out) + row * p.residual_out_row_stride;
 #pragma unroll 1
       for (int step = 0; step < kSteps; ++step) {
         InVec v[kUnroll];
@@ -689,7 +690,7 @@ struct ClusterRmsNorm {
   static constexpr int kUnroll = TwoPass::kUnroll;
   static constexpr int kClusterSize = TwoPass::kSteps;
   static constexpr int kRowsPerBlock = 1;
-  // Few rows: L2 has nothing to keep for a second pass, so no cache hints unless the switch forces them.
+  // Few rows: L2 has nothing to keep for a second pass, so no cache hint on y unless the switch forces one.
   static constexpr bool kEvictFirst = streaming_or(false);
   static constexpr bool kPersistentGrid = false;
 
@@ -754,40 +755,8 @@ struct ClusterRmsNorm {
     cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
     int parity = 0;
     for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
-      const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
-      InVec v[kUnroll];
-      float step_sq = 0.f;
-      if constexpr (kFusedAdd) {
-        const TIn* residual = detail::row_pointer<detail::Operand::kResidual, TIn>(p, row);
-        TIn* s = static_cast<TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-        InVec r[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = TwoPass::index(step, u);
-          if (TwoPass::inside(i)) {
-            v[u].template load_once<kEvictFirst>(x + i * kVec);
-            r[u].template load_once<kEvictFirst>(residual + i * kVec);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = TwoPass::index(step, u);
-          if (!TwoPass::inside(i)) continue;
-          detail::add_into(v[u], r[u]);
-          v[u].template store_once<kEvictFirst>(s + i * kVec);
-          detail::add_squares(step_sq, v[u]);
-        }
-      } else {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = TwoPass::index(step, u);
-          if (TwoPass::inside(i)) v[u].template load_once<kEvictFirst>(x + i * kVec);
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-          if (TwoPass::inside(TwoPass::index(step, u))) detail::add_squares(step_sq, v[u]);
-      }
-      step_sq = detail::group_sum<32>(step_sq);
+      InVec v[kUnroll];  // this block's step, held for the output: the same loads and sums as the two-pass kernel's
+      const float step_sq = detail::group_sum<32>(TwoPass::load_step(p, row, step, v));
       if (lane == 0) warp_sums[parity][warp] = step_sq;
       __syncthreads();
       exchange(step_sums[parity], step, detail::step_total(warp_sums[parity]));
