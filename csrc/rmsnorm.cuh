@@ -273,6 +273,7 @@ __host__ __device__ constexpr int whole_lanes(int vecs, int lanes = 32) {
 // `programmatic` before it is set merely launches without programmatic dependent launch.
 struct DeviceLaunchInfo {
   int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
+  int sms = 0;                // streaming multiprocessors
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
   bool clusters = false;      // thread-block clusters (sm_90 and newer)
 };
@@ -286,6 +287,7 @@ inline cudaError_t device_launch_info(const void* kernel, int threads, int devic
   if (err != cudaSuccess) return err;
   info->programmatic = major >= 9;
   info->clusters = major >= 9;
+  info->sms = sms;
   info->max_blocks = sms * (per_sm > 0 ? per_sm : 1);
   return cudaSuccess;
 }
@@ -305,8 +307,9 @@ constexpr int kMaxDevices = 64;
 enum class RowSplit {
   kNone,             // always FewRows
   kManyRowsByWaves,  // ManyRows once the rows fill the GPU with INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES of its blocks
-  kClusterFewRows,   // FewRows (a cluster per row) up to INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS rows where the GPU has
-                     // clusters and the row more than one step, ManyRows otherwise
+  kClusterFewRows,   // FewRows (a cluster per row) while the clusters' blocks number at most
+                     // INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM per SM, where the GPU has clusters and the row
+                     // more than one step; ManyRows otherwise
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -778,10 +781,12 @@ struct ClusterRmsNorm {
   static int64_t blocks_needed(int64_t rows) { return rows * kClusterSize; }
 };
 
-// The wide class: the two-pass kernel, but a cluster per row for up to this many rows on sm_90 and newer, where a
-// block per row leaves most SMs idle and walks its row twice.
-#ifndef INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS
-#define INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS 16
+// The wide class: the two-pass kernel, but a cluster per row on sm_90 and newer while the clusters take at most
+// this many blocks per SM: there a block per row leaves most SMs idle and walks its row twice. Measured on the
+// H200 (docs/PERFORMANCE.md, run 17): one block per SM wins (32768 bf16 x 64 rows, 128 blocks: 5.07 -> 4.61 µs),
+// two lose (65536 bf16 x 64 rows, 256 blocks: 8.25 -> 10.38 µs).
+#ifndef INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM
+#define INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM 1
 #endif
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WideRmsNorm {
@@ -875,7 +880,9 @@ cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream
       const DeviceLaunchInfo* few_rows = nullptr;
       const cudaError_t err = kernel_launch_info<FewRows>(device, &few_rows);
       if (err != cudaSuccess) return err;
-      if (p.rows <= INDUCTOR_RMSNORM_WIDE_CLUSTER_ROWS && few_rows->clusters)
+      const int64_t cluster_blocks = p.rows * ClusterSize<FewRows>::value;
+      const int64_t cluster_cap = int64_t(INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM) * few_rows->sms;
+      if (few_rows->clusters && cluster_blocks <= cluster_cap)
         return launch_kernel<FewRows>(p, stream, device);
       return launch_kernel<ManyRows>(p, stream, device);
     }

@@ -34,7 +34,8 @@ KERNEL_TABLE = (
     # scripts/check_kernels.py). Measured against the wide kernel (docs/PERFORMANCE.md, run 15, bf16): faster at
     # 12288 (1.8x plain at 8192 rows); at 16384 faster up to 8192 rows but 7 % slower at 65536 plain
     ("cta", 12288, "from 264 (16-bit) or 260 (float32) to 12288"),
-    # two passes over the row, the second from L2; for up to 16 rows of 2+ steps on sm_90+, a cluster per row
+    # two passes over the row, the second from L2; rows of 2+ steps on sm_90+: a cluster per row while the
+    # clusters fit one block per SM
     ("wide", 65536, "from 12296 (16-bit) or 12292 (float32) to 65536"),
 )
 

@@ -14,9 +14,9 @@
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
 #               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
-#   cluster     the wide class's cluster per row (the default up to 16 rows, WIDE_CLUSTER_ROWS) against the
-#               two-pass kernel alone (WIDE_CLUSTER_ROWS=0) and a cluster at every row count, then the grid's wide
-#               rows
+#   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
+#               WIDE_CLUSTER_BLOCKS_PER_SM=1) against the two-pass kernel alone (=0) and a cluster at every row
+#               count, bf16 and fp32, then the grid's wide rows
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -95,10 +95,10 @@ for group in "$@"; do
       step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=1 --hidden 96 192 \
         --tokens 1 16 128 1024 8192 65536 ;;
     cluster)
-      tune cluster --variants "" WIDE_CLUSTER_ROWS=0 WIDE_CLUSTER_ROWS=1000000000 --hidden 32768 65536 \
-        --tokens 1 4 16 64 128 1024 8192
-      step cluster_fp32 200 python3 scripts/tune_kernels.py --variants "" WIDE_CLUSTER_ROWS=0 \
-        WIDE_CLUSTER_ROWS=1000000000 --dtype float32 --hidden 16384 32768 65536 --tokens 1 4 16 64 1024 8192
+      cluster_variants=("" WIDE_CLUSTER_BLOCKS_PER_SM=0 WIDE_CLUSTER_BLOCKS_PER_SM=1000000)
+      tune cluster --variants "${cluster_variants[@]}" --hidden 32768 65536 --tokens 1 4 16 32 64 128 1024 8192
+      step cluster_fp32 200 python3 scripts/tune_kernels.py --variants "${cluster_variants[@]}" --dtype float32 \
+        --hidden 16384 32768 65536 --tokens 1 4 16 32 64 128 1024 8192
       for variant in plain fused; do
         step "cluster_grid_$variant" 200 python3 scripts/bench_kernels.py --hidden 16384 32768 65536 \
           --tokens 1 16 128 1024 $([ $variant = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
