@@ -18,6 +18,9 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
   compile without CUDA graphs (`mode="reduce-overhead"` has them), where the step waits on the host's launches
   and the op's call gains nothing over the Triton launch it replaces. `policy="always"` replaces these
   too (do that if you capture CUDA graphs yourself).
+
+A replaced norm whose output is only read through a slice of rows (the last token's, for the logits) runs on
+those rows alone (`narrowing.py`); `report()` says so ("on 8 of 16384 rows").
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from torch._inductor import config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.pattern_matcher import Match, PatternMatcherPass
 
-from . import dispatch, lowering, patterns  # noqa: F401 (lowering: registers the ops' Inductor lowerings)
+from . import dispatch, lowering, narrowing, patterns  # noqa: F401 (lowering: registers the ops' Inductor lowerings)
 
 logger = logging.getLogger("inductor_rmsnorm")
 
@@ -60,8 +63,9 @@ class Candidate:
     hidden_size: int | None
     dtype: str
     weight_dtype: str | None
-    kernel: str | None  # "warp" / "cta" when replaced
+    kernel: str | None  # "warp" / "cta" / "wide" when replaced
     reason: str | None  # why it was left alone; None when replaced
+    rows_kept: str | None = None  # "8 of 16384 rows" when replaced on the rows a slice keeps (narrowing.py)
 
     @property
     def replaced(self) -> bool:
@@ -85,7 +89,9 @@ class Report(list):
             added = "" if c.residual == "plain" else " after a residual add"
             what = f"{c.search}{added} hidden={c.hidden_size} {c.dtype}"
             what += f" weight {c.weight_dtype}" if c.weight_dtype else ""
-            lines.append(f"  {c.node}: {what}: " + (f"replaced ({c.kernel} kernel)" if c.replaced else f"left alone: {c.reason}"))
+            rows = f", on the {c.rows_kept} a slice keeps" if c.rows_kept else ""
+            replaced = f"replaced ({c.kernel} kernel{rows})"
+            lines.append(f"  {c.node}: {what}: " + (replaced if c.replaced else f"left alone: {c.reason}"))
         return "\n".join(lines)
 
 
@@ -210,6 +216,7 @@ class RMSNormPass(CustomGraphPass):
             RMSNormPass._patterns.apply(graph)
         finally:
             _active = None
+        narrowing.narrow_to_kept_rows(graph)
         self._report_unmatched(graph)
 
     def uuid(self) -> bytes | None:
@@ -217,7 +224,8 @@ class RMSNormPass(CustomGraphPass):
         if previous is not None and not isinstance(previous, CustomGraphPass):
             return None  # a plain function cannot be hashed: Inductor then bypasses its cache, as it would anyway
         here = Path(__file__).parent
-        sources = tuple(str(here / name) for name in ("inductor_pass.py", "patterns.py", "dispatch.py", "ops.py", "lowering.py"))
+        sources = tuple(str(here / name) for name in (
+            "inductor_pass.py", "patterns.py", "narrowing.py", "dispatch.py", "ops.py", "lowering.py"))
         extra = f"{self.options}|{None if previous is None else previous.uuid()}"
         return get_hash_for_files(sources, extra)
 
@@ -254,7 +262,11 @@ class RMSNormPass(CustomGraphPass):
             self._declined.update(match.nodes)
             self._record(candidate(None, reason))
             return False
-        self._record(candidate(dispatch.kernel_for(hidden, x_value.dtype), None))
+        replaced = candidate(dispatch.kernel_for(hidden, x_value.dtype), None)
+        sums = match.output_nodes()[1:]  # the "fused_add" form's sum, which only the norm may read
+        sum_needed = any(user not in match.nodes for node in sums for user in node.users)
+        rows_kept = narrowing.describe(output, sum_needed)
+        self._record(dataclasses.replace(replaced, rows_kept=rows_kept))
         return True
 
     @staticmethod

@@ -119,7 +119,7 @@ def interleaved_milliseconds(workload: Workload, variants: dict) -> dict[str, li
 def compare(model, workload: Workload, mode: str) -> dict:
     """Times the workload without and with the inductor_rmsnorm path; returns the record."""
     inductor_rmsnorm.report(clear=True)
-    left_alone = []
+    left_alone, rows_kept = [], []
     if mode == "eager":
         replaced = inductor_rmsnorm.patch(model)
         inductor_rmsnorm.unpatch(model)
@@ -144,6 +144,7 @@ def compare(model, workload: Workload, mode: str) -> dict:
         report = inductor_rmsnorm.report()
         replaced = len(report.replaced)
         left_alone = sorted({c.reason for c in report.left_alone})
+        rows_kept = [c.rows_kept for c in report.replaced if c.rows_kept]  # norms run on the rows a slice keeps
     without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
     ratios = [a / b for a, b in zip(times["without"], times["with"])]
     low, median_ratio, high = statistics.quantiles(ratios, n=4)
@@ -155,7 +156,7 @@ def compare(model, workload: Workload, mode: str) -> dict:
     return {"phase": workload.phase, "batch": workload.batch, "tokens": workload.tokens, "mode": mode,
             "without_ms": without, "with_ms": with_, "speedup": median_ratio,
             "speedup_quartiles": [low, high], "replaced": replaced,
-            "left_alone_reasons": left_alone,
+            "left_alone_reasons": left_alone, "rows_kept": rows_kept,
             "relative_error": error}
 
 

@@ -357,6 +357,69 @@ return [v1, v2]""")
                       recorder.graph_after)
 
 
+def compile_recording(function, *inputs, **options):
+    """Compile `function` with a recording pass; returns (output, the graph the pass left)."""
+    recorder = RecordingPass(**options)
+    with torch.no_grad():
+        output = torch.compile(function, options={"post_grad_custom_post_pass": recorder})(*inputs)
+    torch._dynamo.reset()
+    return output, recorder.graph_after
+
+
+class TestRowNarrowing(expecttest.TestCase):
+    """A norm read only through a slice of rows (the last token, for the logits) runs on those rows alone."""
+
+    def test_the_last_token_after_the_residual_add(self):
+        norm = randomised(LlamaRMSNorm(256), torch.bfloat16)
+        x, residual = (torch.randn(2, 9, 256, dtype=torch.bfloat16) for _ in range(2))
+        output, graph = compile_recording(lambda a, b: norm(a + b)[:, -1:], x, residual)
+        self.assertExpectedInline(graph, """\
+v0 = aten.slice.Tensor(bf16[2, 9, 256], 1, -1, 9223372036854775807, 1)
+v1 = aten.slice.Tensor(bf16[2, 9, 256], 1, -1, 9223372036854775807, 1)
+v2 = inductor_rmsnorm.fused_add_rms_norm.default(v0, v1, bf16[256], 1e-06, 'llama_single_rounding')
+v3 = getitem(v2, 0)
+return [v3]""")
+        self.assertIn("replaced (warp kernel, on the 2 of 18 rows a slice keeps)", str(inductor_rmsnorm.report()))
+        every_row, _ = torch.ops.inductor_rmsnorm.fused_add_rms_norm(x, residual, norm.weight, 1e-6,
+                                                                      "llama_single_rounding")
+        self.assertTrue(torch.equal(output, every_row[:, -1:]))  # the op's bits on every row, then sliced
+
+    def test_a_plain_norm_of_two_dimensional_rows(self):
+        norm = randomised(LlamaRMSNorm(256), torch.float16)
+        x = torch.randn(18, 256, dtype=torch.float16)
+        output, graph = compile_recording(lambda a: norm(a)[-4::2], x)
+        self.assertExpectedInline(graph, """\
+v0 = aten.slice.Tensor(fp16[18, 256], 0, -4, 9223372036854775807, 2)
+v1 = inductor_rmsnorm.rms_norm.default(v0, fp16[256], 1e-06, 'llama_single_rounding')
+return [v1]""")
+        self.assertIn("on the 2 of 18 rows a slice keeps", str(inductor_rmsnorm.report()))
+        every_row = torch.ops.inductor_rmsnorm.rms_norm(x, norm.weight, 1e-6, "llama_single_rounding")
+        self.assertTrue(torch.equal(output, every_row[-4::2]))
+
+
+@pytest.mark.parametrize("tail", [
+    lambda y, s: (y[:, -1:], s),  # the sum is read in full
+    lambda y, s: y[..., :128],  # a slice of the hidden dimension
+    lambda y, s: (y[:, -1:], y[:, :1]),  # two different slices
+    lambda y, s: (y[:, -1:], y.sum()),  # another consumer reads every row
+], ids=["sum read", "hidden slice", "two slices", "another consumer"])
+def test_norms_whose_rows_are_all_needed_run_on_every_row(tail):
+    norm = randomised(LlamaRMSNorm(256), torch.bfloat16)
+    x, residual = (torch.randn(2, 9, 256, dtype=torch.bfloat16) for _ in range(2))
+
+    def layer_tail(a, b):
+        s = a + b
+        return tail(norm(s), s)
+
+    outputs, graph = compile_recording(layer_tail, x, residual, policy="always")
+    assert "fused_add_rms_norm.default(bf16[2, 9, 256], bf16[2, 9, 256], bf16[256]" in graph, graph
+    (candidate,) = inductor_rmsnorm.report()
+    assert candidate.replaced and candidate.rows_kept is None
+    y, s = torch.ops.inductor_rmsnorm.fused_add_rms_norm(x, residual, norm.weight, 1e-6, "llama_single_rounding")
+    for output, expected in zip(torch.utils._pytree.tree_leaves(outputs), torch.utils._pytree.tree_leaves(tail(y, s))):
+        assert torch.equal(output, expected) if output.dim() else torch.allclose(output, expected)
+
+
 def test_auto_policy_leaves_a_norm_after_another_pointwise_op():
     module = randomised(LlamaRMSNorm(512), torch.bfloat16)
     x = torch.randn(4, 512, dtype=torch.bfloat16)

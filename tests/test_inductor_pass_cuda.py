@@ -85,6 +85,23 @@ def test_reduce_overhead_compile_replays():
     assert inductor_rmsnorm.report().replaced
 
 
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_a_norm_read_through_a_slice_of_rows_runs_on_those_rows(mode):
+    """The final norm of a prefill whose logits keep the last token: 8 of 16384 rows, strided in x and the
+    residual; the result has the bits of the op on every row."""
+    module = randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda")
+    x, residual = (torch.randn(8, 2048, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    options = inductor_rmsnorm.compile_options(mode=mode)
+    with torch.no_grad():
+        compiled = torch.compile(lambda a, b: module(a + b)[:, -1:], options=options)
+        output, code = run_and_get_code(compiled, x, residual)
+        output = compiled(x, residual).clone() if mode else output  # reduce-overhead: a replay too
+    assert "extern_kernels.inductor_rmsnorm_fused_add_rms_norm(" in "\n".join(code)
+    assert [c.rows_kept for c in inductor_rmsnorm.report().replaced] == ["8 of 16384 rows"]
+    every_row, _ = inductor_rmsnorm.ops.fused_add_rms_norm(x, residual, module.weight, 1e-6, "llama_single_rounding")
+    assert torch.equal(output, every_row[:, -1:])
+
+
 def test_a_launch_bound_norm_is_left_to_inductor_without_cuda_graphs_and_replaced_with_them():
     module = DecoderLayerTail(randomised(LlamaRMSNorm(4096), torch.bfloat16, "cuda"))
     x, residual = (torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))

@@ -80,3 +80,17 @@ def test_patched_model_gives_the_same_logits(family):
         logits = model(ids).logits
     assert swapped == norms
     torch.testing.assert_close(logits, expected)
+
+
+def test_the_final_norm_runs_on_the_tokens_whose_logits_are_kept():
+    """`logits_to_keep=1` (what `generate` passes at prefill) keeps the last token's hidden state: the final norm
+    runs on those 2 rows, not all 18; the layers' norms, whose every row is read, on all of them."""
+    model = build("qwen3")
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():
+        reference = torch.compile(model)(ids, logits_to_keep=1).logits
+        torch._dynamo.reset()
+        logits = torch.compile(model, options=inductor_rmsnorm.compile_options())(ids, logits_to_keep=1).logits
+    assert [c.rows_kept for c in inductor_rmsnorm.report().replaced] == ["2 of 18 rows", None, None]
+    assert logits.shape == (2, 1, 128)
+    torch.testing.assert_close(logits, reference)
