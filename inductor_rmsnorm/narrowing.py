@@ -17,6 +17,7 @@ import operator
 
 import torch
 from torch._guards import detect_fake_mode
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import ops  # noqa: F401 (defines the ops named below)
 
@@ -47,7 +48,10 @@ def row_slice(norm_output: torch.fx.Node) -> tuple | None:
     if any(isinstance(a, torch.fx.Node) for a in (dim, start, end, step)):
         return None  # a bound computed in the graph may come after the norm: the inputs' slice could not use it
     full, kept = norm_output.meta["val"].shape, users[0].meta["val"].shape
-    if dim % len(full) == len(full) - 1 or kept == full:
+    if dim % len(full) == len(full) - 1:
+        return None
+    # fewer rows for certain, without a guard on a symbolic size (the graph's guards are settled by now)
+    if not any(statically_known_true(k != f) for k, f in zip(kept, full)):
         return None
     return dim, start, end, step
 

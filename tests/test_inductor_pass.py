@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._inductor import config as inductor_config
+from torch._inductor.pattern_matcher import stable_topological_sort
 from torch._inductor.utils import run_and_get_code
 
 import inductor_rmsnorm
@@ -48,10 +49,12 @@ def format_graph(graph: torch.fx.Graph) -> str:
 
 
 class RecordingPass(RMSNormPass):
-    """The pass, keeping the graph it leaves for the test to read."""
+    """The pass, keeping the graph it leaves for the test to read, in the order Inductor sorts it into next (a
+    replacement may leave a node before an argument of its own, as the eps conversion of dynamic=True)."""
 
     def __call__(self, graph):
         super().__call__(graph)
+        stable_topological_sort(graph)
         self.graph_after = format_graph(graph)
 
 
@@ -395,6 +398,23 @@ return [v1]""")
         self.assertIn("on the 2 of 18 rows a slice keeps", str(inductor_rmsnorm.report()))
         every_row = torch.ops.inductor_rmsnorm.rms_norm(x, norm.weight, 1e-6, "llama_single_rounding")
         self.assertTrue(torch.equal(output, every_row[-4::2]))
+
+
+def test_a_slice_of_symbolic_rows_is_narrowed_in_a_dynamic_compile():
+    """dynamic=True: symbolic row counts, and eps a graph input (the op's eps_tensor overload)."""
+    norm = randomised(LlamaRMSNorm(256), torch.bfloat16)
+    recorder = RecordingPass(policy="always")
+    compiled = torch.compile(lambda a, b: norm(a + b)[:, -1:], dynamic=True,
+                             options={"post_grad_custom_post_pass": recorder})
+    with torch.no_grad():
+        for tokens in (3, 5, 9):  # one compile serves them all
+            x, residual = (torch.randn(2, tokens, 256, dtype=torch.bfloat16) for _ in range(2))
+            every_row, _ = torch.ops.inductor_rmsnorm.fused_add_rms_norm(x, residual, norm.weight, 1e-6,
+                                                                          "llama_single_rounding")
+            assert torch.equal(compiled(x, residual), every_row[:, -1:])
+    assert "inductor_rmsnorm.fused_add_rms_norm.eps_tensor(v" in recorder.graph_after, recorder.graph_after
+    (candidate,) = inductor_rmsnorm.report()
+    assert candidate.rows_kept is not None and candidate.rows_kept.endswith(" rows")
 
 
 @pytest.mark.parametrize("tail", [
