@@ -3,8 +3,9 @@
 A causal LM's prefill normalises every token with the final norm, then keeps the last one for the logits
 (Hugging Face's `logits_to_keep=1`, which `generate` passes): `norm(h)[:, -1:]`. An RMSNorm is row by row, so
 `norm(h)[:, -1:] == norm(h[:, -1:])`, bit for bit with these kernels (a row's result does not depend on its batch).
-Inductor's own code still reduces every row (its reduction is a buffer of all of them); after the pass our op
-runs on the kept rows alone: Qwen3 8 x 2048 prefill normalises 8 rows, not 16384.
+Inductor's own code writes only the kept rows but still reduces every one (its reduction is a buffer of all of
+them); after the pass our op reads and writes the kept rows alone: Qwen3 8 x 2048 prefill normalises 8 rows,
+not 16384.
 
 The rewrite applies where every consumer of the norm's output reads it through the same slice along a row
 dimension (not the hidden one), with constant bounds, and, for the fused residual add, nothing reads the sum.
