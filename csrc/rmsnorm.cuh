@@ -683,7 +683,8 @@ struct TwoPassRmsNorm {
 // Cluster kernel (few rows, sm_90 and newer): a cluster of one block per step normalises one row, each block
 // holding its step in registers, so the row is read once and spread over as many SMs as it has steps. The blocks
 // exchange their steps' sums through distributed shared memory and add them in step order, as the two-pass
-// kernel does: a row's bits are the same in both. A cluster of one block (rows of one step) is never launched.
+// kernel does: a row's bits are the same in both. A cluster of one block (rows of one step) is never launched, nor
+// compiled.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct ClusterRmsNorm {
   using TwoPass = TwoPassRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
@@ -708,7 +709,7 @@ struct ClusterRmsNorm {
   __device__ static int rank() {
     unsigned r = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (kClusterSize > 1) asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
 #endif
     return int(r);
   }
@@ -716,31 +717,27 @@ struct ClusterRmsNorm {
   // Every thread of every block of the cluster arrives; memory written before is visible after.
   __device__ static void cluster_barrier() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (kClusterSize > 1)
-      asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 #else
-    if constexpr (kClusterSize > 1) __trap();  // the launch takes this kernel only on sm_90 and newer
+    __trap();  // the launch takes this kernel only on sm_90 and newer
 #endif
   }
 
   // Writes `value` into slot `slot` of every block's `sums` (this block's included) and waits for the cluster.
   __device__ static void exchange(float (&sums)[kClusterSize], int slot, float value) {
-    if constexpr (kClusterSize == 1) {
-      sums[slot] = value;  // read back by this same thread
-    } else {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      if (int(threadIdx.x) < kClusterSize) {  // thread t writes to block t
-        const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(&sums[slot]));
-        unsigned remote = 0;
-        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(int(threadIdx.x)));
-        asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(value) : "memory");
-      }
-#endif
-      cluster_barrier();
+    if (int(threadIdx.x) < kClusterSize) {  // thread t writes to block t
+      const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(&sums[slot]));
+      unsigned remote = 0;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(int(threadIdx.x)));
+      asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(value) : "memory");
     }
+#endif
+    cluster_barrier();
   }
 
   __device__ static void body(const KernelParams& p) {
+    static_assert(kClusterSize > 1, "a row of one step takes the two-pass kernel (detail::launch_on_current)");
     // Per-warp sums and the cluster's step sums, two buffers each alternating by row: a buffer is written again
     // two rows later, after barriers its readers have passed (as in block_sum).
     __shared__ float warp_sums[2][kWarps];
