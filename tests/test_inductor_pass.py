@@ -68,11 +68,11 @@ def fresh_compiles():
         torch._dynamo.reset()
 
 
-def compile_with(module, x, **options):
-    """Compile `module` with a recording pass; returns (output, the pass)."""
+def compile_with(module, *inputs, **options):
+    """Compile `module` with a recording pass and call it on `inputs`; returns (output, the pass)."""
     recorder = RecordingPass(**options)
     with torch.no_grad():
-        output = torch.compile(module, options={"post_grad_custom_post_pass": recorder})(x)
+        output = torch.compile(module, options={"post_grad_custom_post_pass": recorder})(*inputs)
     torch._dynamo.reset()
     return output, recorder
 
@@ -360,23 +360,14 @@ return [v1, v2]""")
                       recorder.graph_after)
 
 
-def compile_recording(function, *inputs, **options):
-    """Compile `function` with a recording pass; returns (output, the graph the pass left)."""
-    recorder = RecordingPass(**options)
-    with torch.no_grad():
-        output = torch.compile(function, options={"post_grad_custom_post_pass": recorder})(*inputs)
-    torch._dynamo.reset()
-    return output, recorder.graph_after
-
-
 class TestRowNarrowing(expecttest.TestCase):
     """A norm read only through a slice of rows (the last token, for the logits) runs on those rows alone."""
 
     def test_the_last_token_after_the_residual_add(self):
         norm = randomised(LlamaRMSNorm(256), torch.bfloat16)
         x, residual = (torch.randn(2, 9, 256, dtype=torch.bfloat16) for _ in range(2))
-        output, graph = compile_recording(lambda a, b: norm(a + b)[:, -1:], x, residual)
-        self.assertExpectedInline(graph, """\
+        output, recorder = compile_with(lambda a, b: norm(a + b)[:, -1:], x, residual)
+        self.assertExpectedInline(recorder.graph_after, """\
 v0 = aten.slice.Tensor(bf16[2, 9, 256], 1, -1, 9223372036854775807, 1)
 v1 = aten.slice.Tensor(bf16[2, 9, 256], 1, -1, 9223372036854775807, 1)
 v2 = inductor_rmsnorm.fused_add_rms_norm.default(v0, v1, bf16[256], 1e-06, 'llama_single_rounding')
@@ -390,8 +381,8 @@ return [v3]""")
     def test_a_plain_norm_of_two_dimensional_rows(self):
         norm = randomised(LlamaRMSNorm(256), torch.float16)
         x = torch.randn(18, 256, dtype=torch.float16)
-        output, graph = compile_recording(lambda a: norm(a)[-4::2], x)
-        self.assertExpectedInline(graph, """\
+        output, recorder = compile_with(lambda a: norm(a)[-4::2], x)
+        self.assertExpectedInline(recorder.graph_after, """\
 v0 = aten.slice.Tensor(fp16[18, 256], 0, -4, 9223372036854775807, 2)
 v1 = inductor_rmsnorm.rms_norm.default(v0, fp16[256], 1e-06, 'llama_single_rounding')
 return [v1]""")
@@ -431,7 +422,8 @@ def test_norms_whose_rows_are_all_needed_run_on_every_row(tail):
         s = a + b
         return tail(norm(s), s)
 
-    outputs, graph = compile_recording(layer_tail, x, residual, policy="always")
+    outputs, recorder = compile_with(layer_tail, x, residual, policy="always")
+    graph = recorder.graph_after
     assert "fused_add_rms_norm.default(bf16[2, 9, 256], bf16[2, 9, 256], bf16[256]" in graph, graph
     (candidate,) = inductor_rmsnorm.report()
     assert candidate.replaced and candidate.rows_kept is None
