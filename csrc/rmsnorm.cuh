@@ -566,10 +566,20 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 }
 }  // namespace detail
 
+// The two-pass kernel's steps loaded at once, and whether it keeps the last group of them in registers (-1: its
+// measured rule, TwoPassRmsNorm::kKeepLastGroup).
+#ifndef INDUCTOR_RMSNORM_WIDE_GROUP
+#define INDUCTOR_RMSNORM_WIDE_GROUP 2
+#endif
+#ifndef INDUCTOR_RMSNORM_WIDE_KEEP_LAST
+#define INDUCTOR_RMSNORM_WIDE_KEEP_LAST -1
+#endif
+
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
-// squares (the fused-add variant also writes x + residual); the second re-reads the row (the sum, for fused add)
-// and writes y. A row is at most 256 KiB and a few rows per SM are in flight, so the second pass finds the row in
-// L2 (60 MB on the H200): DRAM still sees each byte once.
+// squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
+// last two steps still in registers and from the others read again (the sum, for fused add). A row is at most
+// 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB on the H200): DRAM
+// still sees each byte once.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct TwoPassRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
@@ -579,6 +589,16 @@ struct TwoPassRmsNorm {
   static constexpr int kUnroll = 4;  // vectors each thread has in flight per step
   static constexpr int kVecsPerStep = kThreads * kUnroll;
   static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
+  // Steps the first pass loads at once. Each is still summed on its own, so a row's bits do not depend on the
+  // group. Run 18: twice the loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
+  static constexpr int kGroup = kSteps % INDUCTOR_RMSNORM_WIDE_GROUP == 0 ? INDUCTOR_RMSNORM_WIDE_GROUP : 1;
+  static constexpr int kGroups = detail::ceil_div(kSteps, kGroup);
+  // The last group stays in registers, so the second pass reads only the others again and L2 holds less of each
+  // row (65536 bf16 x 8192: 621 -> 531 µs, 81 -> 95 % of copy). Not where that group is the whole row: its
+  // re-read from L2 is cheap, and half the registers fit two blocks an SM (32768 bf16 x 8192: 289 kept, 263 not).
+  static constexpr bool kKeepLastGroup = switch_or(INDUCTOR_RMSNORM_WIDE_KEEP_LAST, kGroups > 1);
+  // The steps the second pass reads again.
+  static constexpr int kRereadSteps = kKeepLastGroup ? (kGroups - 1) * kGroup : kSteps;
   static constexpr int kRowsPerBlock = 1;
   // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
   // columns: 54 -> 76 % of copy), and a block per row beats a persistent grid (76 -> 84 %).
@@ -592,9 +612,12 @@ struct TwoPassRmsNorm {
   using WVec = detail::WeightVec<TW, kVec>;
   using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
 
-  // The vector index of this thread's slot `u` in `step`, and whether it is inside the row.
+  // The vector index of this thread's slot `u` in `step`, and whether it is inside the row: only the last step of
+  // a row that is no whole number of steps has slots past its end (a step known at compile time tests nothing).
   __device__ static int index(int step, int u) { return step * kVecsPerStep + u * kThreads + int(threadIdx.x); }
-  __device__ static bool inside(int i) { return kVecsPerRow % kVecsPerStep == 0 || i < kVecsPerRow; }
+  __device__ static bool inside(int step, int u) {
+    return kVecsPerRow % kVecsPerStep == 0 || step < kSteps - 1 || index(step, u) < kVecsPerRow;
+  }
 
   // Loads this thread's vectors of `step` of `row` into `v` (x, or for the fused add x + residual, which it also
   // stores as the sum) and returns their sum of squares: this kernel's first pass, and all a cluster block reads.
@@ -609,7 +632,7 @@ struct TwoPassRmsNorm {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int i = index(step, u);
-        if (inside(i)) {
+        if (inside(step, u)) {
           v[u].load(x + i * kVec);
           r[u].load(residual + i * kVec);
         }
@@ -617,7 +640,7 @@ struct TwoPassRmsNorm {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int i = index(step, u);
-        if (!inside(i)) continue;
+        if (!inside(step, u)) continue;
         detail::add_into(v[u], r[u]);
         v[u].store(s + i * kVec);
         detail::add_squares(step_sq, v[u]);
@@ -625,12 +648,45 @@ struct TwoPassRmsNorm {
     } else {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        if (inside(index(step, u))) v[u].load(x + index(step, u) * kVec);
+        if (inside(step, u)) v[u].load(x + index(step, u) * kVec);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        if (inside(index(step, u))) detail::add_squares(step_sq, v[u]);
+        if (inside(step, u)) detail::add_squares(step_sq, v[u]);
     }
     return step_sq;
+  }
+
+  // First pass over the group of steps from `first`: loads them all (into `v`), then sums each step's squares
+  // into its warp's slot of `warp_sums`.
+  __device__ static void load_group(const KernelParams& p, int64_t row, int first, InVec (&v)[kGroup][kUnroll],
+                                    float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
+    float step_sq[kGroup];
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+      if (first + g < kSteps) step_sq[g] = load_step(p, row, first + g, v[g]);
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      if (first + g >= kSteps) continue;
+      const float sum = detail::group_sum<32>(step_sq[g]);
+      if (lane == 0) warp_sums[first + g][warp] = sum;
+    }
+  }
+
+  // Second pass over `step`, whose vectors `v` holds: loads the weight, writes y. A weight wider than the input
+  // (float32 beside 16-bit x) comes a vector at a time: all at once, its registers made the kept steps spill.
+  static constexpr int kWeightsAtOnce = sizeof(WVec) > sizeof(InVec) ? 1 : kUnroll;
+  __device__ static void store_step(const KernelParams& p, TOut* y, int step, const InVec (&v)[kUnroll],
+                                    float inv_rms) {
+#pragma unroll
+    for (int first = 0; first < kUnroll; first += kWeightsAtOnce) {
+      WVec w[kWeightsAtOnce];
+#pragma unroll
+      for (int u = first; u < first + kWeightsAtOnce; ++u)
+        if (inside(step, u)) w[u - first].load(static_cast<const TW*>(p.weight) + index(step, u) * kVec);
+#pragma unroll
+      for (int u = first; u < first + kWeightsAtOnce; ++u)
+        if (inside(step, u)) Norm::template store<kEvictFirst>(y + index(step, u) * kVec, v[u], inv_rms, w[u - first]);
+    }
   }
 
   __device__ static void body(const KernelParams& p) {
@@ -640,12 +696,13 @@ struct TwoPassRmsNorm {
     const int warp = threadIdx.x / 32;
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-#pragma unroll 1  // one step's vectors in registers at a time
-      for (int step = 0; step < kSteps; ++step) {
-        InVec v[kUnroll];
-        const float step_sq = detail::group_sum<32>(load_step(p, row, step, v));
-        if (lane == 0) warp_sums[parity][step][warp] = step_sq;
+#pragma unroll 1  // one group's vectors in registers at a time
+      for (int group = 0; group < kGroups - (kKeepLastGroup ? 1 : 0); ++group) {
+        InVec v[kGroup][kUnroll];
+        load_group(p, row, group * kGroup, v, warp_sums[parity], lane, warp);
       }
+      InVec kept[kGroup][kUnroll];
+      if constexpr (kKeepLastGroup) load_group(p, row, (kGroups - 1) * kGroup, kept, warp_sums[parity], lane, warp);
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -654,25 +711,21 @@ struct TwoPassRmsNorm {
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+      if constexpr (kKeepLastGroup) {
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g)
+          if ((kGroups - 1) * kGroup + g < kSteps) store_step(p, y, (kGroups - 1) * kGroup + g, kept[g], inv_rms);
+      }
       // The row the second pass reads: x, or the sum the first pass wrote (fused add).
       const TIn* second = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
       if constexpr (kFusedAdd) second = static_cast<const TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-#pragma unroll 1
-      for (int step = 0; step < kSteps; ++step) {
+#pragma unroll 1  // from L2, a step at a time
+      for (int step = 0; step < kRereadSteps; ++step) {
         InVec v[kUnroll];
-        WVec w[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = index(step, u);
-          if (!inside(i)) continue;
-          v[u].template load_once<kEvictFirst>(second + i * kVec);  // its last read
-          w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = index(step, u);
-          if (inside(i)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
-        }
+        for (int u = 0; u < kUnroll; ++u)
+          if (inside(step, u)) v[u].template load_once<kEvictFirst>(second + index(step, u) * kVec);  // its last read
+        store_step(p, y, step, v, inv_rms);
       }
     }
   }
@@ -750,7 +803,7 @@ struct ClusterRmsNorm {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int i = TwoPass::index(step, u);
-      if (TwoPass::inside(i)) w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
+      if (TwoPass::inside(step, u)) w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
     }
     cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
     int parity = 0;
@@ -770,7 +823,7 @@ struct ClusterRmsNorm {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int i = TwoPass::index(step, u);
-        if (TwoPass::inside(i)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
+        if (TwoPass::inside(step, u)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
       }
     }
   }

@@ -24,9 +24,10 @@ import torch
 from inductor_rmsnorm import dispatch, jit
 
 # Warp: 1 to 64 vectors a row, in lane groups that fit and that leave lanes idle; CTA: idle threads (264, 2888)
-# and the largest; wide: one partial step, whole steps, and the largest with a partial last step.
+# and the largest; wide: one partial step, whole steps, a partial group of steps (49152: three steps in groups of
+# two), and the largest with a partial last step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 192, 200, 256), "cta": (264, 2888, 4096, 8192, 8200, 12288),
-                 "wide": (12296, 16384, 65528)}
+                 "wide": (12296, 16384, 49152, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {
     "prefetch off": ("-DINDUCTOR_RMSNORM_PREFETCH=0",),
@@ -35,6 +36,8 @@ SWITCHES = {
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
     "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
+    "wide rows a step at a time, none kept in registers": (
+        "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
 }
 
 

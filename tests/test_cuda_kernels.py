@@ -56,7 +56,7 @@ def all_cases():
 
 CASES = list(all_cases())
 FUSED_SIZES = [8, 24, 64, 96, 128, 200, 256, 264, 512, 2816, 2880, 4096, 8184, 8192, 8200, 12288, 12296, 16384,
-               65528]
+               32776, 65528]
 FUSED_CASES = [case for case in CASES if case[0] in FUSED_SIZES]
 
 
