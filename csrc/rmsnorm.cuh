@@ -576,8 +576,9 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
-// squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
-// last two steps still in registers and from the others read again (the sum, for fused add). A row is at most
+// squares (the fused-add variant also writes x + residual), two steps at a time where they pair up; the second
+// writes y, from the last group of steps still in registers and from the others read again (the sum, for fused
+// add). A row is at most
 // 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB on the H200): DRAM
 // still sees each byte once.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
@@ -589,8 +590,9 @@ struct TwoPassRmsNorm {
   static constexpr int kUnroll = 4;  // vectors each thread has in flight per step
   static constexpr int kVecsPerStep = kThreads * kUnroll;
   static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
-  // Steps the first pass loads at once. Each is still summed on its own, so a row's bits do not depend on the
-  // group. Run 18: twice the loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
+  // Steps the first pass loads at once, one where they do not pair up (an odd step count: a partial group made
+  // ptxas spill). Each is still summed on its own, so a row's bits do not depend on the group. Run 18: twice the
+  // loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
   static constexpr int kGroup = kSteps % INDUCTOR_RMSNORM_WIDE_GROUP == 0 ? INDUCTOR_RMSNORM_WIDE_GROUP : 1;
   static constexpr int kGroups = detail::ceil_div(kSteps, kGroup);
   // The last group stays in registers, so the second pass reads only the others again and L2 holds less of each
