@@ -578,9 +578,8 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
 // squares (the fused-add variant also writes x + residual), two steps at a time where they pair up; the second
 // writes y, from the last group of steps still in registers and from the others read again (the sum, for fused
-// add). A row is at most
-// 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB on the H200): DRAM
-// still sees each byte once.
+// add). A row is at most 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB
+// on the H200): DRAM still sees each byte once.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct TwoPassRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
