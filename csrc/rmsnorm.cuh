@@ -593,13 +593,13 @@ struct TwoPassRmsNorm {
   // ptxas spill). Each is still summed on its own, so a row's bits do not depend on the group. Run 18: twice the
   // loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
   static constexpr int kGroup = kSteps % INDUCTOR_RMSNORM_WIDE_GROUP == 0 ? INDUCTOR_RMSNORM_WIDE_GROUP : 1;
-  static constexpr int kGroups = detail::ceil_div(kSteps, kGroup);
+  static constexpr int kGroups = kSteps / kGroup;  // every group whole
   // The last group stays in registers, so the second pass reads only the others again and L2 holds less of each
   // row (65536 bf16 x 8192: 621 -> 531 µs, 81 -> 95 % of copy). Not where that group is the whole row: its
   // re-read from L2 is cheap, and half the registers fit two blocks an SM (32768 bf16 x 8192: 289 kept, 263 not).
   static constexpr bool kKeepLastGroup = switch_or(INDUCTOR_RMSNORM_WIDE_KEEP_LAST, kGroups > 1);
   // The steps the second pass reads again.
-  static constexpr int kRereadSteps = kKeepLastGroup ? (kGroups - 1) * kGroup : kSteps;
+  static constexpr int kRereadSteps = kKeepLastGroup ? kSteps - kGroup : kSteps;
   static constexpr int kRowsPerBlock = 1;
   // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
   // columns: 54 -> 76 % of copy), and a block per row beats a persistent grid (76 -> 84 %).
@@ -663,11 +663,9 @@ struct TwoPassRmsNorm {
                                     float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
     float step_sq[kGroup];
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g)
-      if (first + g < kSteps) step_sq[g] = load_step(p, row, first + g, v[g]);
+    for (int g = 0; g < kGroup; ++g) step_sq[g] = load_step(p, row, first + g, v[g]);
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
-      if (first + g >= kSteps) continue;
       const float sum = detail::group_sum<32>(step_sq[g]);
       if (lane == 0) warp_sums[first + g][warp] = sum;
     }
@@ -698,12 +696,12 @@ struct TwoPassRmsNorm {
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
 #pragma unroll 1  // one group's vectors in registers at a time
-      for (int group = 0; group < kGroups - (kKeepLastGroup ? 1 : 0); ++group) {
+      for (int first = 0; first < kRereadSteps; first += kGroup) {
         InVec v[kGroup][kUnroll];
-        load_group(p, row, group * kGroup, v, warp_sums[parity], lane, warp);
+        load_group(p, row, first, v, warp_sums[parity], lane, warp);
       }
       InVec kept[kGroup][kUnroll];
-      if constexpr (kKeepLastGroup) load_group(p, row, (kGroups - 1) * kGroup, kept, warp_sums[parity], lane, warp);
+      if constexpr (kKeepLastGroup) load_group(p, row, kRereadSteps, kept, warp_sums[parity], lane, warp);
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -714,8 +712,7 @@ struct TwoPassRmsNorm {
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
       if constexpr (kKeepLastGroup) {
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g)
-          if ((kGroups - 1) * kGroup + g < kSteps) store_step(p, y, (kGroups - 1) * kGroup + g, kept[g], inv_rms);
+        for (int g = 0; g < kGroup; ++g) store_step(p, y, kRereadSteps + g, kept[g], inv_rms);
       }
       // The row the second pass reads: x, or the sum the first pass wrote (fused add).
       const TIn* second = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
