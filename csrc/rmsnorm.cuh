@@ -576,10 +576,10 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
-// squares (the fused-add variant also writes x + residual), two steps at a time where they pair up; the second
-// writes y, from the last group of steps still in registers and from the others read again (the sum, for fused
-// add). A row is at most 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB
-// on the H200): DRAM still sees each byte once.
+// squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
+// row's last step or two still in registers and from the others read again (the sum, for fused add). A row is at
+// most 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB on the H200):
+// DRAM still sees each byte once.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct TwoPassRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
@@ -589,17 +589,20 @@ struct TwoPassRmsNorm {
   static constexpr int kUnroll = 4;  // vectors each thread has in flight per step
   static constexpr int kVecsPerStep = kThreads * kUnroll;
   static constexpr int kSteps = detail::ceil_div(kVecsPerRow, kVecsPerStep);
-  // Steps the first pass loads at once, one where they do not pair up (an odd step count: a partial group made
-  // ptxas spill). Each is still summed on its own, so a row's bits do not depend on the group. Run 18: twice the
-  // loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
-  static constexpr int kGroup = kSteps % INDUCTOR_RMSNORM_WIDE_GROUP == 0 ? INDUCTOR_RMSNORM_WIDE_GROUP : 1;
-  static constexpr int kGroups = kSteps / kGroup;  // every group whole
-  // The last group stays in registers, so the second pass reads only the others again and L2 holds less of each
-  // row (65536 bf16 x 8192: 621 -> 531 µs, 81 -> 95 % of copy). Not where that group is the whole row: its
+  // Steps the first pass loads at once. Each is still summed on its own, so a row's bits do not depend on the
+  // group. Run 18: twice the loads in flight, 65536 bf16 x 8192 rows 633 -> 621 µs, 32768: 288 -> 263.
+  static constexpr int kGroup = INDUCTOR_RMSNORM_WIDE_GROUP;
+  // The last steps stay in registers, so the second pass reads only the others again and L2 holds less of each
+  // row (65536 bf16 x 8192: 621 -> 531 µs, 81 -> 95 % of copy). Not where they would be the whole row: its
   // re-read from L2 is cheap, and half the registers fit two blocks an SM (32768 bf16 x 8192: 289 kept, 263 not).
-  static constexpr bool kKeepLastGroup = switch_or(INDUCTOR_RMSNORM_WIDE_KEEP_LAST, kGroups > 1);
+  static constexpr bool kKeepLastGroup = switch_or(INDUCTOR_RMSNORM_WIDE_KEEP_LAST, kSteps > kGroup);
+  // The kept steps are the remainder of the row past whole groups (a whole group where there is none), so every
+  // group the first pass loops over is whole: a group's guards for missing steps made ptxas spill (run 18).
+  // Without kept steps, a row that does not split into whole groups goes a step at a time.
+  static constexpr int kKeptSteps = !kKeepLastGroup ? 0 : kSteps % kGroup ? kSteps % kGroup : kGroup;
+  static constexpr int kLoopGroup = kKeepLastGroup || kSteps % kGroup == 0 ? kGroup : 1;
   // The steps the second pass reads again.
-  static constexpr int kRereadSteps = kKeepLastGroup ? kSteps - kGroup : kSteps;
+  static constexpr int kRereadSteps = kSteps - kKeptSteps;
   static constexpr int kRowsPerBlock = 1;
   // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
   // columns: 54 -> 76 % of copy), and a block per row beats a persistent grid (76 -> 84 %).
@@ -614,15 +617,30 @@ struct TwoPassRmsNorm {
   using KernelParams = std::conditional_t<kFusedAdd, FusedAddParams, Params>;
 
   // The vector index of this thread's slot `u` in `step`, and whether it is inside the row: only the last step of
-  // a row that is no whole number of steps has slots past its end (a step known at compile time tests nothing).
-  __device__ static int index(int step, int u) { return step * kVecsPerStep + u * kThreads + int(threadIdx.x); }
-  __device__ static bool inside(int step, int u) {
-    return kVecsPerRow % kVecsPerStep == 0 || step < kSteps - 1 || index(step, u) < kVecsPerRow;
+  // a row that is no whole number of steps has slots past its end. The tests cost ragged rows up to 16 registers,
+  // and past 64 a block an SM, so as few as possible run: none for a step the caller knows is not the last
+  // (kMayBeLast false), nor, in a step known at compile time, for a slot past the end or for any slot where none
+  // straddles the end (40960 bf16: 78 -> 58 registers); in rows of one group the thread bound lets the compiler
+  // drop the tests of slots wholly inside too (24584 bf16: 66 -> 64). (That bound, or folding those slots, in
+  // longer rows made ptxas spill at 65528 float32.)
+  __device__ static int index(int step, int u) {
+    if constexpr (kSteps <= kGroup) __builtin_assume(threadIdx.x < kThreads);
+    return step * kVecsPerStep + u * kThreads + int(threadIdx.x);
   }
+  template <bool kMayBeLast = true>
+  __device__ static bool inside(int step, int u) {
+    const int slot_start = step * kVecsPerStep + u * kThreads;
+    return !kMayBeLast || kVecsPerRow % kVecsPerStep == 0 || step < kSteps - 1 ||
+           (kVecsPerRow % kThreads == 0 ? slot_start < kVecsPerRow
+                                        : slot_start < kVecsPerRow && index(step, u) < kVecsPerRow);
+  }
+  // Whether the first pass's loop, and the second pass's re-read, may reach the last step: only where none is kept.
+  static constexpr bool kLoopMayReachLast = !kKeepLastGroup;
 
   // Loads this thread's vectors of `step` of `row` into `v` (x, or for the fused add x + residual, which it also
   // stores as the sum) and returns their sum of squares: this kernel's first pass, and all a cluster block reads.
   // Plain (cached) accesses: the second pass reads x or the sum back from L2.
+  template <bool kMayBeLast = true>
   __device__ static float load_step(const KernelParams& p, int64_t row, int step, InVec (&v)[kUnroll]) {
     const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
     float step_sq = 0.f;
@@ -633,7 +651,7 @@ struct TwoPassRmsNorm {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int i = index(step, u);
-        if (inside(step, u)) {
+        if (inside<kMayBeLast>(step, u)) {
           v[u].load(x + i * kVec);
           r[u].load(residual + i * kVec);
         }
@@ -641,7 +659,7 @@ struct TwoPassRmsNorm {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int i = index(step, u);
-        if (!inside(step, u)) continue;
+        if (!inside<kMayBeLast>(step, u)) continue;
         detail::add_into(v[u], r[u]);
         v[u].store(s + i * kVec);
         detail::add_squares(step_sq, v[u]);
@@ -649,23 +667,24 @@ struct TwoPassRmsNorm {
     } else {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        if (inside(step, u)) v[u].load(x + index(step, u) * kVec);
+        if (inside<kMayBeLast>(step, u)) v[u].load(x + index(step, u) * kVec);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        if (inside(step, u)) detail::add_squares(step_sq, v[u]);
+        if (inside<kMayBeLast>(step, u)) detail::add_squares(step_sq, v[u]);
     }
     return step_sq;
   }
 
-  // First pass over the group of steps from `first`: loads them all (into `v`), then sums each step's squares
+  // First pass over the kSize steps from `first`: loads them all (into `v`), then sums each step's squares
   // into its warp's slot of `warp_sums`.
-  __device__ static void load_group(const KernelParams& p, int64_t row, int first, InVec (&v)[kGroup][kUnroll],
+  template <int kSize, bool kMayBeLast>
+  __device__ static void load_group(const KernelParams& p, int64_t row, int first, InVec (&v)[kSize][kUnroll],
                                     float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
-    float step_sq[kGroup];
+    float step_sq[kSize];
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) step_sq[g] = load_step(p, row, first + g, v[g]);
+    for (int g = 0; g < kSize; ++g) step_sq[g] = load_step<kMayBeLast>(p, row, first + g, v[g]);
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) {
+    for (int g = 0; g < kSize; ++g) {
       const float sum = detail::group_sum<32>(step_sq[g]);
       if (lane == 0) warp_sums[first + g][warp] = sum;
     }
@@ -674,6 +693,7 @@ struct TwoPassRmsNorm {
   // Second pass over `step`, whose vectors `v` holds: loads the weight, writes y. A weight wider than the input
   // (float32 beside 16-bit x) comes a vector at a time: all at once, its registers made the kept steps spill.
   static constexpr int kWeightsAtOnce = sizeof(WVec) > sizeof(InVec) ? 1 : kUnroll;
+  template <bool kMayBeLast>
   __device__ static void store_step(const KernelParams& p, TOut* y, int step, const InVec (&v)[kUnroll],
                                     float inv_rms) {
 #pragma unroll
@@ -681,10 +701,12 @@ struct TwoPassRmsNorm {
       WVec w[kWeightsAtOnce];
 #pragma unroll
       for (int u = first; u < first + kWeightsAtOnce; ++u)
-        if (inside(step, u)) w[u - first].load(static_cast<const TW*>(p.weight) + index(step, u) * kVec);
+        if (inside<kMayBeLast>(step, u))
+          w[u - first].load(static_cast<const TW*>(p.weight) + index(step, u) * kVec);
 #pragma unroll
       for (int u = first; u < first + kWeightsAtOnce; ++u)
-        if (inside(step, u)) Norm::template store<kEvictFirst>(y + index(step, u) * kVec, v[u], inv_rms, w[u - first]);
+        if (inside<kMayBeLast>(step, u))
+          Norm::template store<kEvictFirst>(y + index(step, u) * kVec, v[u], inv_rms, w[u - first]);
     }
   }
 
@@ -696,12 +718,13 @@ struct TwoPassRmsNorm {
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
 #pragma unroll 1  // one group's vectors in registers at a time
-      for (int first = 0; first < kRereadSteps; first += kGroup) {
-        InVec v[kGroup][kUnroll];
-        load_group(p, row, first, v, warp_sums[parity], lane, warp);
+      for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
+        InVec v[kLoopGroup][kUnroll];
+        load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, warp_sums[parity], lane, warp);
       }
-      InVec kept[kGroup][kUnroll];
-      if constexpr (kKeepLastGroup) load_group(p, row, kRereadSteps, kept, warp_sums[parity], lane, warp);
+      InVec kept[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
+      if constexpr (kKeepLastGroup)
+        load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, warp_sums[parity], lane, warp);
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -712,7 +735,7 @@ struct TwoPassRmsNorm {
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
       if constexpr (kKeepLastGroup) {
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) store_step(p, y, kRereadSteps + g, kept[g], inv_rms);
+        for (int g = 0; g < kKeptSteps; ++g) store_step<true>(p, y, kRereadSteps + g, kept[g], inv_rms);
       }
       // The row the second pass reads: x, or the sum the first pass wrote (fused add).
       const TIn* second = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
@@ -722,8 +745,9 @@ struct TwoPassRmsNorm {
         InVec v[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-          if (inside(step, u)) v[u].template load_once<kEvictFirst>(second + index(step, u) * kVec);  // its last read
-        store_step(p, y, step, v, inv_rms);
+          if (inside<kLoopMayReachLast>(step, u))
+            v[u].template load_once<kEvictFirst>(second + index(step, u) * kVec);  // its last read
+        store_step<kLoopMayReachLast>(p, y, step, v, inv_rms);
       }
     }
   }
