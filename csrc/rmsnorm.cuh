@@ -428,10 +428,10 @@ struct WarpRmsNorm {
 //     fewer (bf16 4096: 64 -> 32, 8192: 115 -> 48), so an SM holds twice the rows at once. Nsight Compute, bf16
 //     x 32768 rows (docs/PERFORMANCE.md, run 13): the persistent kernel reached 25-50 % occupancy and 78-80 % of
 //     peak DRAM throughput; Liger's Triton kernel 70 % and 84-85 %, Inductor's 90-92 % and 76-89 %.
-// Rows longer than 8192 elements (to 12288: dispatch.py) take a block per row at any row count, with 512 threads:
+// Rows longer than 8192 elements (to 48 KiB: dispatch.py) take a block per row at any row count, with 512 threads:
 // the persistent schedule's next row and held weight would not fit in registers. Measured on the H200
-// (docs/PERFORMANCE.md, run 15), bf16 12288 at 1024-65536 rows against the wide kernel's two passes: plain
-// 53-54 % -> 86-98 % of copy, fused 77-89 % -> 88-98 %.
+// (docs/PERFORMANCE.md) against the wide kernel's two passes: bf16 12288 at 1024-65536 rows (run 15), plain
+// 53-54 % -> 86-98 % of copy, fused 77-89 % -> 88-98 %; bf16 20480 x 8192 rows (run 19), 76 -> 97 %.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
 struct CtaKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
@@ -444,9 +444,11 @@ struct CtaKernel {
   // Fewer threads per row leave registers for more rows in flight per SM; a row needing more than 8 vectors a
   // thread under the cap gets more threads instead. Long rows take 512 threads in both variants (run 15, 12288
   // x 1024-65536 rows: 1-10 % faster than 256 plain, 5-8 % than 768 fused), and 1024 for the fused add with a
-  // weight wider than the rows (an fp32 weight beside bf16: 512 threads spilled).
+  // weight wider than the rows up to 2 vectors a thread (an fp32 weight beside bf16: at 512 threads ptxas held
+  // 12288 to 64 registers and spilled; and 1024 threads of 3 vectors spilled at 24576).
+  static constexpr bool kWideWeightFused = kFusedAdd && sizeof(TW) > sizeof(TIn);
   static constexpr int kThreadsPerCap =
-      !kLongRow ? (kFusedAdd ? 2 : 1) : (kFusedAdd && sizeof(TW) > sizeof(TIn) ? 4 : 2);
+      !kLongRow ? (kFusedAdd ? 2 : 1) : (kWideWeightFused && kVecsPerRow <= 2048 ? 4 : 2);
   static constexpr int kMaxThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   static constexpr int kMaxVecsPerThread = 8;
   static constexpr int kVecsPerThread =

@@ -27,20 +27,22 @@ INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # in float32.
 VECTOR_BYTES = 16
 
-# (kernel class, the largest hidden size it serves, its sizes in words), by size: the first that fits serves.
+# (kernel class, the largest hidden size it serves in 16-bit types, in float32, its sizes in words), by size: the
+# first that fits serves.
 KERNEL_TABLE = (
-    ("warp", 256, "up to 256"),
-    # the row in registers, at most 8 vectors a thread (longer rows spill in the fused residual-add variant,
-    # scripts/check_kernels.py). Measured against the wide kernel (docs/PERFORMANCE.md, run 15, bf16): faster at
-    # 12288 (1.8x plain at 8192 rows); at 16384 faster up to 8192 rows but 7 % slower at 65536 plain
-    ("cta", 12288, "from 264 (16-bit) or 260 (float32) to 12288"),
+    ("warp", 256, 256, "up to 256"),
+    # the row in registers, rows up to 48 KiB: at most 6 vectors a thread at 512 threads (longer rows spill in the
+    # fused residual-add variant, scripts/check_kernels.py). Measured against the wide kernel (docs/PERFORMANCE.md):
+    # faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows), at 16384-24576 bf16 at 1-8192 rows (run 19, 20480 x
+    # 8192: 1.28x); float32 12288 faster from 128 rows, and 16384 slower at 1-16 rows (run 19)
+    ("cta", 24576, 12288, "from 264 to 24576 in 16-bit types, from 260 to 12288 in float32"),
     # two passes over the row, the second from L2; rows of 2+ steps on sm_90+: a cluster per row while the
     # clusters fit one block per SM
-    ("wide", 65536, "from 12296 (16-bit) or 12292 (float32) to 65536"),
+    ("wide", 65536, 65536, "from 24584 (16-bit) or 12292 (float32) to 65536"),
 )
 
 SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " + "; ".join(
-    f"{words} ({kernel_class} kernel)" for kernel_class, _, words in KERNEL_TABLE)
+    f"{words} ({kernel_class} kernel)" for kernel_class, _, _, words in KERNEL_TABLE)
 
 
 def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | None:
@@ -49,8 +51,8 @@ def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | N
         return None
     if hidden_size <= 0 or hidden_size * dtype.itemsize % VECTOR_BYTES:
         return None
-    for kernel_class, largest, _ in KERNEL_TABLE:
-        if hidden_size <= largest:
+    for kernel_class, largest_16_bit, largest_float32, _ in KERNEL_TABLE:
+        if hidden_size <= (largest_float32 if dtype == torch.float32 else largest_16_bit):
             return kernel_class
     return None
 

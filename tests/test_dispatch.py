@@ -12,7 +12,7 @@ def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
         return None
     if hidden <= 256:
         return "warp"
-    if hidden <= 12288:
+    if hidden <= (12288 if dtype == torch.float32 else 24576):
         return "cta"
     if hidden <= 65536:
         return "wide"
@@ -29,8 +29,9 @@ def test_counts_of_supported_sizes():
     for dtype, vector in ((torch.bfloat16, 8), (torch.float32, 4)):
         supported = [h for h in range(70001) if kernel_for(h, dtype)]
         assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 256 // vector
-        assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (12288 - 256) // vector
-        assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - 12288) // vector
+        largest_cta = 12288 if dtype == torch.float32 else 24576  # rows of 48 KiB
+        assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (largest_cta - 256) // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - largest_cta) // vector
         assert supported[:3] == [vector, 2 * vector, 3 * vector]
         assert supported[-1] == 65536
     real_models = (2880, 5376, 7168, 12288, 16384, 1536, 512, 96, 192)  # issue 4's list
@@ -47,8 +48,9 @@ def test_unsupported_reason_names_size_and_supported_set():
     for hidden in (2884, 65544):
         reason = dispatch.unsupported_reason(hidden, torch.bfloat16, torch.bfloat16)
         assert reason == (f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8 elements in "
-                          "16-bit types, of 4 in float32: up to 256 (warp kernel); from 264 (16-bit) or 260 (float32) "
-                          "to 12288 (cta kernel); from 12296 (16-bit) or 12292 (float32) to 65536 (wide kernel)")
+                          "16-bit types, of 4 in float32: up to 256 (warp kernel); from 264 to 24576 in 16-bit types, "
+                          "from 260 to 12288 in float32 (cta kernel); from 24584 (16-bit) or 12292 (float32) to 65536 "
+                          "(wide kernel)")
 
 
 def test_weight_dtype_rules():
