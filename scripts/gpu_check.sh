@@ -3,6 +3,7 @@
 #   tests       the test suite (CUDA tests included; ~4.5 min on the H200 with a cold JIT cache, plus the 60 s
 #               threaded stress test; 272 s in 8 workers)
 #   sanitizers  compute-sanitizer memcheck over scripts/sanitize_sweep.py, racecheck over a few CTA and wide sizes
+#               and over the two-pass kernel (scripts/sanitize_two_pass.py)
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
@@ -68,7 +69,10 @@ for group in "$@"; do
       # racecheck only concerns the CTA and wide kernels' shared-memory reductions (65528: the cluster kernel's
       # exchange too), and is slow: a few sizes
       step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
-        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 12288 12296 65528 --tokens 7 ;;
+        python3 scripts/sanitize_sweep.py --sizes 512 4096 8192 12288 12296 65528 --tokens 7
+      # at those few rows the wide class takes clusters: the two-pass kernel, forced, at a few rows
+      step racecheck_two_pass 120 compute-sanitizer --tool racecheck --error-exitcode 1 \
+        python3 scripts/sanitize_two_pass.py ;;
     benchmarks)
       step overheads 90 python3 scripts/bench_overheads.py --json "$out/overheads.json"
       step block 200 python3 scripts/bench_block.py --json "$out/block.json"
