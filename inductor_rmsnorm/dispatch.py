@@ -31,10 +31,12 @@ VECTOR_BYTES = 16
 # first that fits serves.
 KERNEL_TABLE = (
     ("warp", 256, 256, "up to 256"),
-    # the row in registers, rows up to 48 KiB: at most 6 vectors a thread at 512 threads (longer rows spill in the
-    # fused residual-add variant, scripts/check_kernels.py). Measured against the wide kernel (docs/PERFORMANCE.md):
-    # faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows), at 16384-24576 bf16 at 1-8192 rows (run 19, 20480 x
-    # 8192: 1.28x); float32 12288 faster from 128 rows, and 16384 slower at 1-16 rows (run 19)
+    # the row in registers, rows up to 48 KiB: at most 6 vectors a thread at 512 threads (7, at 28672 bf16, spill
+    # in the fused residual add beside a float32 weight; 8 in every fused instance). Measured against the wide
+    # kernel (docs/PERFORMANCE.md): faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows) and at 16384-24576 bf16
+    # at 1-8192 rows (run 19, 20480 x 8192: 1.28x). float32 (run 19): at 12288 faster from 128 rows by 8-14 % and
+    # slower at 1-16 rows by 5-12 %; at 16384 faster from 128 rows by 2-3 % but slower at 1-16 by 20-25 %, so
+    # 16384 stays with the wide kernel
     ("cta", 24576, 12288, "from 264 to 24576 in 16-bit types, from 260 to 12288 in float32"),
     # two passes over the row, the second from L2; rows of 2+ steps on sm_90+: a cluster per row while the
     # clusters fit one block per SM
