@@ -65,7 +65,7 @@ class Candidate:
     weight_dtype: str | None
     kernel: str | None  # "warp" / "cta" / "wide" when replaced
     reason: str | None  # why it was left alone; None when replaced
-    rows_kept: str | None = None  # "8 of 16384 rows" when replaced on the rows a slice keeps (narrowing.py)
+    rows_kept: str | None = None  # "8 of 16384 rows" when run on the rows a slice keeps (narrowing.py)
 
     @property
     def replaced(self) -> bool:
@@ -202,6 +202,8 @@ class RMSNormPass(CustomGraphPass):
         self.options = _Options(on_unsupported, policy)
         self.previous = previous
         self._declined: set[torch.fx.Node] = set()
+        # this graph's replaced norms, by the names of the nodes that read their output: the report's entry of each
+        self._replaced_by_readers: dict[frozenset[str], int] = {}
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         if self.previous is not None:
@@ -210,13 +212,18 @@ class RMSNormPass(CustomGraphPass):
             RMSNormPass._patterns = PatternMatcherPass(pass_name="inductor_rmsnorm")
             patterns.register(RMSNormPass._patterns, _decide)
         self._declined = set()
+        self._replaced_by_readers = {}
         global _active
         _active = self
         try:
             RMSNormPass._patterns.apply(graph)
         finally:
             _active = None
-        narrowing.narrow_to_kept_rows(graph)
+        for readers, rows in narrowing.narrow_to_kept_rows(graph).items():
+            # A replacement keeps the readers of the norm it replaces; an op the graph had before has no entry.
+            entry = self._replaced_by_readers.get(readers)
+            if entry is not None:
+                _report[entry] = dataclasses.replace(_report[entry], rows_kept=rows)
         self._report_unmatched(graph)
 
     def uuid(self) -> bytes | None:
@@ -262,11 +269,8 @@ class RMSNormPass(CustomGraphPass):
             self._declined.update(match.nodes)
             self._record(candidate(None, reason))
             return False
-        replaced = candidate(dispatch.kernel_for(hidden, x_value.dtype), None)
-        sums = match.output_nodes()[1:]  # the "fused_add" form's sum, which only the norm may read
-        sum_needed = any(user not in match.nodes for node in sums for user in node.users)
-        rows_kept = narrowing.describe(output, sum_needed)
-        self._record(dataclasses.replace(replaced, rows_kept=rows_kept))
+        self._replaced_by_readers[frozenset(user.name for user in output.users)] = len(_report)
+        self._record(candidate(dispatch.kernel_for(hidden, x_value.dtype), None))
         return True
 
     @staticmethod

@@ -57,17 +57,10 @@ def row_slice(norm_output: torch.fx.Node) -> tuple | None:
     return dim, start, end, step
 
 
-def describe(norm_output: torch.fx.Node, sum_needed: bool) -> str | None:
-    """"8 of 16384 rows" when the pass will run the norm at `norm_output` on the rows a slice keeps; else None.
-    `sum_needed`: a residual sum computed with the norm is read elsewhere (so every row must be computed)."""
-    if sum_needed or row_slice(norm_output) is None:
-        return None
-    full, kept = norm_output.meta["val"].shape, next(iter(norm_output.users)).meta["val"].shape
-    return f"{math.prod(kept[:-1])} of {math.prod(full[:-1])} rows"
-
-
-def narrow_to_kept_rows(graph: torch.fx.Graph) -> None:
-    """Rewrite each of our ops whose output is only read through a slice of rows to run on those rows."""
+def narrow_to_kept_rows(graph: torch.fx.Graph) -> dict[frozenset[str], str]:
+    """Rewrite each of our ops whose output is only read through a slice of rows to run on those rows. Returns,
+    for each, the names of the slices that read it (now gone), and what it runs on: "8 of 16384 rows"."""
+    narrowed = {}
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _PLAIN + _FUSED:
             continue
@@ -82,7 +75,11 @@ def narrow_to_kept_rows(graph: torch.fx.Graph) -> None:
         bounds = row_slice(norm_output) if norm_output is not None else None
         if bounds is None:
             continue
+        full, kept = norm_output.meta["val"].shape, next(iter(norm_output.users)).meta["val"].shape
+        narrowed[frozenset(user.name for user in norm_output.users)] = (
+            f"{math.prod(kept[:-1])} of {math.prod(full[:-1])} rows")
         _rewrite(graph, node, norm_output, bounds, rows_arguments=2 if fused else 1)
+    return narrowed
 
 
 def _rewrite(graph: torch.fx.Graph, node: torch.fx.Node, norm_output: torch.fx.Node, bounds: tuple,

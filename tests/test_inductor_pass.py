@@ -390,6 +390,18 @@ return [v1]""")
         every_row = torch.ops.inductor_rmsnorm.rms_norm(x, norm.weight, 1e-6, "llama_single_rounding")
         self.assertTrue(torch.equal(output, every_row[-4::2]))
 
+    def test_the_op_called_in_the_model_is_narrowed_and_not_reported(self):
+        # no candidate of the pass's own: the report stays empty, and the op still runs on the kept rows
+        weight = torch.randn(256, dtype=torch.bfloat16)
+        x = torch.randn(6, 256, dtype=torch.bfloat16)
+        output, recorder = compile_with(lambda a: torch.ops.inductor_rmsnorm.rms_norm(a, weight, 1e-6, "torch")[-1:], x)
+        self.assertExpectedInline(recorder.graph_after, """\
+v0 = aten.slice.Tensor(bf16[6, 256], 0, -1, 9223372036854775807, 1)
+v1 = inductor_rmsnorm.rms_norm.default(v0, bf16[256], 1e-06, 'torch')
+return [v1]""")
+        self.assertEqual(list(inductor_rmsnorm.report()), [])
+        self.assertTrue(torch.equal(output, torch.ops.inductor_rmsnorm.rms_norm(x, weight, 1e-6, "torch")[-1:]))
+
 
 def test_a_slice_of_symbolic_rows_is_narrowed_in_a_dynamic_compile():
     """dynamic=True: symbolic row counts, and eps a graph input (the op's eps_tensor overload)."""
