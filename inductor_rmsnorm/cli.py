@@ -94,6 +94,8 @@ def _info_command(args: argparse.Namespace) -> int:
     except jit.BuildError as error:
         print(f"nvcc: {error}")
     print(f"kernel cache: {jit.cache_dir()} (${jit.CACHE_DIR_ENV} overrides)")
+    if os.environ.get(jit.TUNING_ENV):
+        print(f"tuning switches (${jit.TUNING_ENV}): {os.environ[jit.TUNING_ENV]}")
     libraries = jit.cached_instances()
     by_directory = collections.Counter(library.parent.name for library in libraries)
     for directory, count in sorted(by_directory.items()):

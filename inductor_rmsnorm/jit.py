@@ -24,6 +24,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -40,6 +41,9 @@ logger = logging.getLogger("inductor_rmsnorm")
 
 CACHE_DIR_ENV = "INDUCTOR_RMSNORM_CACHE_DIR"
 NVCC_ENV = "INDUCTOR_RMSNORM_NVCC"
+# Tuning switches for every instance this process builds or loads, e.g. "PDL=0,STREAMING=1": the
+# INDUCTOR_RMSNORM_* macros of csrc/rmsnorm.cuh without the prefix, for experiments on whole models.
+TUNING_ENV = "INDUCTOR_RMSNORM_TUNING"
 
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--ptxas-options=-v")
 
@@ -174,6 +178,35 @@ def _sources_digest() -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def tuning_switches() -> tuple[str, ...]:
+    """The tuning switches csrc/rmsnorm.cuh defines: its INDUCTOR_RMSNORM_* macros without the prefix."""
+    header = (csrc_dir() / "rmsnorm.cuh").read_text()
+    return tuple(sorted(set(re.findall(r"^#ifndef INDUCTOR_RMSNORM_(\w+)$", header, re.MULTILINE))))
+
+
+def tuning_flags(switches: str) -> tuple[str, ...]:
+    """nvcc flags for comma-separated tuning switches "NAME=INTEGER" (see `tuning_switches`); ValueError names
+    a malformed or unknown one."""
+    flags = []
+    for switch in filter(None, (part.strip() for part in switches.split(","))):
+        name, _, value = switch.partition("=")
+        if not (name.isidentifier() and value.lstrip("-").isdigit()):
+            raise ValueError(f"tuning switch {switch!r} is not NAME=INTEGER (e.g. PDL=0)")
+        if name not in tuning_switches():
+            raise ValueError(f"tuning switch {name} is not one of {', '.join(tuning_switches())}")
+        flags.append(f"-DINDUCTOR_RMSNORM_{name}={value}")
+    return tuple(flags)
+
+
+def environment_tuning_flags() -> tuple[str, ...]:
+    """The flags of $INDUCTOR_RMSNORM_TUNING (none when it is unset); BuildError when it is malformed."""
+    try:
+        return tuning_flags(os.environ.get(TUNING_ENV, ""))
+    except ValueError as error:
+        raise BuildError(f"${TUNING_ENV}: {error}") from None
+
+
 def build_dir(arch: str, extra_flags: tuple[str, ...] = ()) -> Path:
     """Where instances for `arch` built by this nvcc, these sources, flags and this torch live."""
     nvcc = nvcc_path()
@@ -293,9 +326,11 @@ def _build_in(directory: Path, key: KernelKey, arch: str, extra_flags: tuple[str
 def build_many(keys, arch: str, jobs: int, on_done=None) -> list[tuple[KernelKey, BuildError | None]]:
     """Build `keys` for `arch` with `jobs` nvcc processes at once; `on_done(index, total, key, seconds, error)`
     reports each as it finishes. Returns each key with its error (None when it built or was cached)."""
+    flags = environment_tuning_flags()
+
     def timed(key):
         start = time.perf_counter()
-        build(key, arch)
+        build(key, arch, flags)
         return time.perf_counter() - start
 
     results = []
@@ -349,16 +384,18 @@ _loading = threading.Lock()
 
 
 def load(key: KernelKey, arch: str) -> KernelInstance:
-    """The instance for `key` on `arch`, built if needed; a library that will not load is rebuilt once."""
+    """The instance for `key` on `arch` (with $INDUCTOR_RMSNORM_TUNING's switches, read on the first load of
+    each instance), built if needed; a library that will not load is rebuilt once."""
     with _loading:
         instance = _loaded.get((key, arch))
         if instance is None:
-            library = build(key, arch)
+            flags = environment_tuning_flags()
+            library = build(key, arch, flags)
             try:
                 instance = KernelInstance(key, library)
             except OSError:
                 (library.parent / f"{key.name}.sha256").unlink(missing_ok=True)
-                instance = KernelInstance(key, build(key, arch))
+                instance = KernelInstance(key, build(key, arch, flags))
             _loaded[(key, arch)] = instance
         return instance
 

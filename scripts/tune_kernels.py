@@ -48,13 +48,14 @@ def wrong_result(call, operands, weight, outputs) -> str:
 
 
 def parse_variant(variant: str) -> tuple[str | None, tuple[str, ...]]:
-    """(the kernel class it asks for or None, its nvcc -D flags); ValueError on an unknown class."""
+    """(the kernel class it asks for or None, its nvcc -D flags); ValueError on an unknown class or a malformed
+    switch."""
     settings = [setting.strip() for setting in variant.split(",") if setting.strip()]
     classes = [setting.removeprefix("class=") for setting in settings if setting.startswith("class=")]
     unknown = [name for name in classes if name not in ("warp", "cta", "wide")]
     if unknown:
         raise ValueError(f"class={unknown[0]} in variant {variant!r}: the classes are warp, cta and wide")
-    flags = tuple(f"-DINDUCTOR_RMSNORM_{setting}" for setting in settings if not setting.startswith("class="))
+    flags = jit.tuning_flags(",".join(setting for setting in settings if not setting.startswith("class=")))
     return (classes[-1] if classes else None), flags
 
 

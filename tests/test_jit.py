@@ -119,6 +119,32 @@ def test_cli_builds_with_progress_and_names_what_it_skips(monkeypatch, tmp_path,
     assert "1 of 1 ready" in printed
 
 
+def test_tuning_switches_become_nvcc_flags_and_malformed_ones_are_named(monkeypatch):
+    assert jit.tuning_flags(" PDL=0, CTA_MAX_THREADS=512,STREAMING=-1 ") == (
+        "-DINDUCTOR_RMSNORM_PDL=0", "-DINDUCTOR_RMSNORM_CTA_MAX_THREADS=512", "-DINDUCTOR_RMSNORM_STREAMING=-1")
+    assert jit.tuning_flags("") == ()
+    for malformed in ("PDL", "PDL=off", "PDL=0 -o/tmp/x", "=1"):
+        with pytest.raises(ValueError, match="is not NAME=INTEGER"):
+            jit.tuning_flags(malformed)
+    with pytest.raises(ValueError, match="tuning switch PDF is not one of .*PDL"):
+        jit.tuning_flags("PDF=0")  # a typo would otherwise build the defaults into a cache directory of its own
+    monkeypatch.setenv(jit.TUNING_ENV, "PDL=0,STREAMING")
+    with pytest.raises(jit.BuildError, match=r"\$INDUCTOR_RMSNORM_TUNING: tuning switch 'STREAMING'"):
+        jit.environment_tuning_flags()
+
+
+@needs_nvcc
+def test_the_environments_tuning_switches_build_into_their_own_cache_directory(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(jit.TUNING_ENV, "PDL=0")
+    assert cli.main(["build", "--hidden", "64", "--formulation", "torch", "--variant", "plain", "--arch", "sm_90"]) == 0
+    (library,) = tmp_path.glob("sm_90-*/*.so")
+    assert library.parent == jit.build_dir("sm_90", ("-DINDUCTOR_RMSNORM_PDL=0",)) != jit.build_dir("sm_90")
+    assert "-DINDUCTOR_RMSNORM_PDL=0" in library.with_suffix(".log").read_text()  # the log names the command
+    assert cli.main(["info"]) == 0
+    assert "tuning switches ($INDUCTOR_RMSNORM_TUNING): PDL=0" in capsys.readouterr().out
+
+
 def test_cli_with_nothing_to_build_fails(capsys):
     assert cli.main(["build", "--hidden", "100", "--arch", "sm_90"]) == 1
     assert "nothing to build" in capsys.readouterr().out
