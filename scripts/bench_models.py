@@ -15,7 +15,9 @@ row per point (pass off, pass on, speed-up, RMSNorms replaced, and for prefill t
 relative to the largest logit) and writes JSON.
 
 Usage: python scripts/bench_models.py [--models llama3 qwen3 gemma3 mistral] [--layers 2]
-           [--phases prefill decode] [--modes default reduce-overhead eager] [--json PATH]
+           [--phases prefill decode] [--modes default reduce-overhead eager] [--decode-batches 1 32 256]
+           [--json PATH]
+(INDUCTOR_RMSNORM_TUNING=PDL=0 and the like build the kernels with a tuning switch: README, "The JIT cache".)
 """
 
 from __future__ import annotations
@@ -160,9 +162,9 @@ def compare(model, workload: Workload, mode: str) -> dict:
             "relative_error": error}
 
 
-def workloads(model, phases: list[str]):
+def workloads(model, phases: list[str], decode_batches: list[int]):
     for phase in phases:
-        shapes = PREFILL_SHAPES if phase == "prefill" else [(batch, 1) for batch in DECODE_BATCHES]
+        shapes = PREFILL_SHAPES if phase == "prefill" else [(batch, 1) for batch in decode_batches]
         for batch, tokens in shapes:
             yield Workload(model, phase, batch, tokens)
 
@@ -173,6 +175,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--phases", nargs="+", choices=["prefill", "decode"], default=["prefill", "decode"])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--decode-batches", type=int, nargs="+", default=list(DECODE_BATCHES))
     parser.add_argument("--json", default="bench_models.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -188,7 +191,7 @@ def main() -> int:
     records = []
     for name in args.models:
         model = build_model(name, args.layers)
-        for workload in workloads(model, args.phases):
+        for workload in workloads(model, args.phases, args.decode_batches):
             for mode in args.modes:
                 record = {"model": name, **compare(model, workload, mode)}
                 records.append(record)
