@@ -25,7 +25,7 @@ SIZES = (24584, 40960, 65528)
 DTYPES = (torch.bfloat16, torch.float32)
 ROWS = 5
 EPS = 1e-6
-NO_CLUSTER = ("-DINDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM=0",)
+NO_CLUSTER = jit.tuning_flags("WIDE_CLUSTER_BLOCKS_PER_SM=0")
 
 
 def build(hidden: int, dtype: torch.dtype, fused_add: bool) -> jit.KernelInstance:
