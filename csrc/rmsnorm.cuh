@@ -84,6 +84,12 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES 3
 #endif
+// The two-pass kernel's blocks an SM for ptxas's register budget (__launch_bounds__): 0 leaves ptxas its own
+// heuristic, 1 or 2 bound it at 128 or 64 registers a thread; -1 takes the measured rule
+// (TwoPassRmsNorm::kMinBlocks).
+#ifndef INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS
+#define INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS -1
+#endif
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
 constexpr bool switch_or(int value, bool measured) { return value < 0 ? measured : value != 0; }
@@ -606,6 +612,11 @@ struct TwoPassRmsNorm {
   // The steps the second pass reads again.
   static constexpr int kRereadSteps = kSteps - kKeptSteps;
   static constexpr int kRowsPerBlock = 1;
+  // float32 rows: one block an SM in __launch_bounds__, which lets ptxas use up to 128 registers, and it keeps
+  // more loads in flight (run 20: 32768 x 8192 583 -> 525 µs, 36864 800 -> 682); 16-bit rows lost with it
+  // (32768 bf16 264 -> 297), so they keep ptxas's own choice.
+  static constexpr int kMinBlocks =
+      INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS >= 0 ? INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS : sizeof(TIn) == 4 ? 1 : 0;
   // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
   // columns: 54 -> 76 % of copy), and a block per row beats a persistent grid (76 -> 84 %).
   static constexpr bool kEvictFirst = streaming_or(true);
@@ -871,8 +882,15 @@ struct WideRmsNorm {
 };
 
 // ---------------------------------------------------------------------------------------------------------
+// The blocks an SM must hold, for ptxas's register budget: the two-pass kernel's kMinBlocks, 0 (ptxas's own
+// choice, as without the bound) for the others.
+template <typename Kernel, typename = void>
+struct MinBlocks : std::integral_constant<int, 0> {};
 template <typename Kernel>
-__global__ void __launch_bounds__(Kernel::kThreads)
+struct MinBlocks<Kernel, std::void_t<decltype(Kernel::kMinBlocks)>> : std::integral_constant<int, Kernel::kMinBlocks> {};
+
+template <typename Kernel>
+__global__ void __launch_bounds__(Kernel::kThreads, MinBlocks<Kernel>::value)
     rms_norm_kernel(const __grid_constant__ typename Kernel::KernelParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if constexpr (kProgrammaticLaunch) {

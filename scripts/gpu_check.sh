@@ -18,6 +18,8 @@
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
 #               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
+#   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
+#               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
 #               WIDE_CLUSTER_BLOCKS_PER_SM=1) against the two-pass kernel alone (=0) and a cluster at every row
 #               count, bf16 and fp32, then the grid's wide rows
@@ -30,7 +32,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode recording tuning classes waves lanes cluster grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode recording tuning classes waves lanes registers cluster grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -107,6 +109,11 @@ for group in "$@"; do
     lanes)
       step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=1 --hidden 96 192 \
         --tokens 1 16 128 1024 8192 65536 ;;
+    registers)
+      tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
+        --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
+      tune registers_bf16 --variants "" WIDE_MIN_BLOCKS=1 WIDE_MIN_BLOCKS=2 --hidden 24584 32768 40960 65536 \
+        --tokens 1024 8192 ;;
     cluster)
       cluster_variants=("" WIDE_CLUSTER_BLOCKS_PER_SM=0 WIDE_CLUSTER_BLOCKS_PER_SM=1000000)
       tune cluster --variants "${cluster_variants[@]}" --hidden 32768 65536 --tokens 1 4 16 32 64 128 1024 8192
@@ -130,7 +137,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, recording, tuning, classes, waves, lanes, cluster, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, recording, tuning, classes, waves, lanes, registers, cluster, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status
