@@ -613,8 +613,8 @@ struct TwoPassRmsNorm {
   static constexpr int kRereadSteps = kSteps - kKeptSteps;
   static constexpr int kRowsPerBlock = 1;
   // float32 rows: one block an SM in __launch_bounds__, which lets ptxas use up to 128 registers, and it keeps
-  // more loads in flight (run 20: 32768 x 8192 583 -> 525 µs, 36864 800 -> 682); 16-bit rows lost with it
-  // (32768 bf16 264 -> 297), so they keep ptxas's own choice.
+  // more loads in flight (run 21, 8192 rows: 32768 582 -> 525 µs, fused 36864 1363 -> 1214); 16-bit rows lost
+  // with it (bf16 32768 264 -> 308), so they keep ptxas's own choice.
   static constexpr int kMinBlocks =
       INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS >= 0 ? INDUCTOR_RMSNORM_WIDE_MIN_BLOCKS : sizeof(TIn) == 4 ? 1 : 0;
   // Run 10: evict-first hints on x's last read and on y keep L2 for the rows the second pass reads (65536
