@@ -1,11 +1,12 @@
 """Where a compiled model's time goes, with the pass and without it: one workload of scripts/bench_models.py
-(default: Llama 3, one decode step at batch 1, torch.compile defaults) under torch.profiler, printing the ops
+(default: Llama 3, one decode step at batch 1, torch.compile defaults; `--mode reduce-overhead` for CUDA graphs)
+under torch.profiler, printing the ops
 with the most CPU time and the most CUDA time for each. Run with TORCH_LOGS=output_code to see the generated code.
 `--trace DIR` also writes each profile as a Chrome trace (chrome://tracing, ui.perfetto.dev): the timeline shows
 where the GPU waits for the host.
 
 Usage: python scripts/profile_model.py [--model llama3] [--phase decode] [--batch 1] [--tokens 1] [--rows 20]
-           [--trace DIR]
+           [--mode default|reduce-overhead] [--trace DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=1, help="prefill tokens a sequence (decode: always 1)")
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--mode", choices=["default", "reduce-overhead"], default="default",
+                        help="torch.compile's mode")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write a Chrome trace of each profile here")
@@ -57,13 +60,15 @@ def main() -> int:
     workload = Workload(model, args.phase, args.batch, args.tokens if args.phase == "prefill" else 1)
     if args.trace is not None:
         args.trace.mkdir(parents=True, exist_ok=True)
-    for label, options in (("without", None), ("with", inductor_rmsnorm.compile_options())):
-        print(f"==== {args.model} {workload.label()}, torch.compile defaults, {label} the pass", flush=True)
+    mode = None if args.mode == "default" else args.mode
+    for label, options in (("without", {}), ("with", inductor_rmsnorm.compile_options(mode=mode))):
+        print(f"==== {args.model} {workload.label()}, torch.compile mode {args.mode}, {label} the pass", flush=True)
         torch._dynamo.reset()
         trace = None
         if args.trace is not None:
-            trace = args.trace / f"{args.model}_{args.phase}_{args.batch}x{workload.tokens}_{label}_pass.json"
-        profile(workload, torch.compile(model, options=options), args.calls, args.rows, trace)
+            trace = args.trace / f"{args.model}_{args.phase}_{args.batch}x{workload.tokens}_{args.mode}_{label}_pass.json"
+        forward = torch.compile(model, options=options) if options else torch.compile(model, mode=mode)
+        profile(workload, forward, args.calls, args.rows, trace)
     return 0
 
 
