@@ -49,9 +49,12 @@ MODELS = {
     "gemma3": (transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig, dict(  # Gemma 3 12B: (1 + w)
         hidden_size=3840, intermediate_size=15360, num_attention_heads=16, num_key_value_heads=8, head_dim=256,
         vocab_size=262208, sliding_window=1024)),
+    # Mistral 7B v0.3: no sliding window (MistralConfig's default of 4096 is v0.1's). A sliding-window layer of
+    # transformers' StaticCache counts its tokens in a Python int, which Dynamo makes a dynamic size, and
+    # reduce-overhead then records a new CUDA graph at every decode step (run 21); Gemma 3 keeps its window.
     "mistral": (transformers.MistralForCausalLM, transformers.MistralConfig, dict(
         hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-        vocab_size=32768)),
+        vocab_size=32768, sliding_window=None)),
 }
 PREFILL_SHAPES = ((1, 4096), (8, 2048))  # batch, tokens
 DECODE_BATCHES = (1, 32, 256)
