@@ -1,7 +1,7 @@
 """Where a compiled model's time goes, with the pass and without it: one workload of scripts/bench_models.py
 (default: Llama 3, one decode step at batch 1, torch.compile defaults; `--mode reduce-overhead` for CUDA graphs)
-under torch.profiler, printing the ops
-with the most CPU time and the most CUDA time for each. Run with TORCH_LOGS=output_code to see the generated code.
+under torch.profiler, printing the ops with the most CPU time and the most CUDA time for each. Run with
+TORCH_LOGS=output_code to see the generated code.
 `--trace DIR` also writes each profile as a Chrome trace (chrome://tracing, ui.perfetto.dev): the timeline shows
 where the GPU waits for the host.
 
@@ -61,13 +61,17 @@ def main() -> int:
     if args.trace is not None:
         args.trace.mkdir(parents=True, exist_ok=True)
     mode = None if args.mode == "default" else args.mode
-    for label, options in (("without", {}), ("with", inductor_rmsnorm.compile_options(mode=mode))):
+    for label, with_pass in (("without", False), ("with", True)):
         print(f"==== {args.model} {workload.label()}, torch.compile mode {args.mode}, {label} the pass", flush=True)
         torch._dynamo.reset()
         trace = None
         if args.trace is not None:
-            trace = args.trace / f"{args.model}_{args.phase}_{args.batch}x{workload.tokens}_{args.mode}_{label}_pass.json"
-        forward = torch.compile(model, options=options) if options else torch.compile(model, mode=mode)
+            name = f"{args.model}_{args.phase}_{args.batch}x{workload.tokens}_{args.mode}_{label}_pass.json"
+            trace = args.trace / name
+        if with_pass:
+            forward = torch.compile(model, options=inductor_rmsnorm.compile_options(mode=mode))
+        else:
+            forward = torch.compile(model, mode=mode)
         profile(workload, forward, args.calls, args.rows, trace)
     return 0
 
