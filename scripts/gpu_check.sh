@@ -6,9 +6,6 @@
 #               and over the two-pass kernel (scripts/sanitize_two_pass.py)
 #   benchmarks  overheads (JIT, eager call), the block with/without the pass, the kernel grid
 #   models      Hugging Face models end to end, pass on/off and eager patch (scripts/bench_models.py)
-#   recording   Mistral's decode under reduce-overhead at batch 32, where Inductor records a CUDA graph every step
-#               and the pass read 0.96× (run 18): kernels with programmatic dependent launch (the default), then
-#               without (INDUCTOR_RMSNORM_TUNING=PDL=0)
 #   tuning      the kernels' tuning switches against the defaults, plain and fused residual add
 #   decode      compiled decode's host cost: the op's call times, Llama 3 and Qwen3 decode with and without the
 #               pass (default and reduce-overhead), and Qwen3 at batch 1 under the profiler with Chrome traces
@@ -32,7 +29,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode recording tuning classes waves lanes registers cluster grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes registers cluster grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -91,12 +88,6 @@ for group in "$@"; do
       step decode 380 python3 scripts/bench_models.py --models llama3 qwen3 --phases decode \
         --modes default reduce-overhead --json "$out/decode.json"
       step profile 90 python3 scripts/profile_model.py --model qwen3 --trace "$out" ;;
-    recording)
-      for pdl in 1 0; do
-        INDUCTOR_RMSNORM_TUNING="PDL=$pdl" step "recording_pdl$pdl" 280 python3 scripts/bench_models.py \
-          --models mistral --phases decode --modes reduce-overhead --decode-batches 32 \
-          --json "$out/recording_pdl$pdl.json"
-      done ;;
     tuning)
       tune tune --variants "" CTA_MAX_THREADS=512 PREFETCH=0 STREAMING=1 PDL=0 CTA_MANY_ROWS_WAVES=0 \
         CTA_MANY_ROWS_WAVES=100000 CTA_MANY_ROWS_LOADS=1 --hidden 1024 4096 5120 8192 16384 65536 \
@@ -137,7 +128,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, recording, tuning, classes, waves, lanes, registers, cluster, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, registers, cluster, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status
