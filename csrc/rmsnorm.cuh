@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -73,8 +74,9 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
 #endif
-// The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes and that a thread loads in this many
-// 16-byte vectors take a block per row once they fill the GPU with that many waves of blocks.
+// The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes take a block per row once they fill
+// the GPU with that many waves of blocks. A block per row gives each thread at least this many 16-byte loads (x,
+// and the residual for the fused add), in fewer threads where the row would give it fewer.
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
 #endif
@@ -264,6 +266,24 @@ __device__ __forceinline__ float block_sum(float value, float (&partial)[kWarps]
   float total = 0.f;
 #pragma unroll
   for (int k = 0; k < kWarps; ++k) total += partial[k];
+  return total;
+}
+
+// block_sum for threads that each hold kSlots vectors where the row's other schedule has a thread per vector:
+// slot i of thread t sums as that schedule's thread t + i * kWarps * 32 would, alone, in its warp, and the warps'
+// partial sums add up in that schedule's order, so both schedules give a row the same bits.
+template <int kWarps, int kSlots>
+__device__ __forceinline__ float block_sum_by_slot(const float (&slot_sums)[kSlots], float (&partial)[kWarps * kSlots],
+                                                   int lane, int warp) {
+#pragma unroll
+  for (int i = 0; i < kSlots; ++i) {
+    const float value = group_sum<32>(slot_sums[i]);
+    if (lane == 0) partial[warp + i * kWarps] = value;
+  }
+  __syncthreads();
+  float total = 0.f;  // warps past the row's end add +0: the same bits as the sum without them
+#pragma unroll
+  for (int k = 0; k < kWarps * kSlots; ++k) total += partial[k];
   return total;
 }
 
@@ -457,9 +477,14 @@ struct CtaKernel {
       !kLongRow ? (kFusedAdd ? 2 : 1) : (kWideWeightFused && kVecsPerRow <= 2048 ? 4 : 2);
   static constexpr int kMaxThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   static constexpr int kMaxVecsPerThread = 8;
-  static constexpr int kVecsPerThread =
-      detail::ceil_div(kVecsPerRow, kMaxThreads) < kMaxVecsPerThread ? detail::ceil_div(kVecsPerRow, kMaxThreads)
-                                                                     : kMaxVecsPerThread;
+  // A block per row has no next row in flight, so each thread loads at least CTA_MANY_ROWS_LOADS vectors of it.
+  static constexpr int kMinVecsPerThread =
+      kManyRows ? detail::ceil_div(INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS, kFusedAdd ? 2 : 1) : 1;
+  static constexpr int kVecsPerThread = std::min(
+      std::max(detail::ceil_div(kVecsPerRow, kMaxThreads), kMinVecsPerThread), kMaxVecsPerThread);
+  // Where that takes fewer threads than the few-row schedule's one vector each, the slots sum apart
+  // (block_sum_by_slot): a row's bits stay the same in both schedules.
+  static constexpr bool kSumSlotsApart = kVecsPerThread > detail::ceil_div(kVecsPerRow, kMaxThreads);
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
@@ -476,6 +501,8 @@ struct CtaKernel {
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
   static_assert(kThreads <= 1024, "one block per row");
+  static_assert(!kSumSlotsApart || detail::ceil_div(kVecsPerRow, kMaxThreads) == 1,
+                "slots sum apart only where the few-row schedule has a thread per vector");
   static_assert(kThreads * kVecsPerThread >= kVecsPerRow, "the threads cover the row");
 
   using Norm = detail::Normalize<F, TIn, TW, TOut>;
@@ -489,7 +516,8 @@ struct CtaKernel {
   __device__ static int column(int slot) { return (int(threadIdx.x) + slot * kThreads) * kVec; }
 
   __device__ static void body(const KernelParams& p) {
-    __shared__ float partial[2][kWarps];  // per-warp partial sums, two buffers alternating by row (block_sum)
+    // per-warp partial sums (of each slot, where they sum apart), two buffers alternating by row (block_sum)
+    __shared__ float partial[2][kSumSlotsApart ? kWarps * kVecsPerThread : kWarps];
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
 
@@ -511,11 +539,20 @@ struct CtaKernel {
       if constexpr (kPrefetchRow) detail::load_operands<CtaKernel>(next, next_r, p, row + gridDim.x);
       else detail::load_operands<CtaKernel>(v, r, p, row);
       if constexpr (kFusedAdd) detail::add_residual<CtaKernel>(v, r, p, row);
-      float sum_sq = 0.f;
+      float total;
+      if constexpr (kSumSlotsApart) {
+        float slot_sums[kVecsPerThread] = {};
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) detail::add_squares(sum_sq, v[i]);
-      const float total = detail::block_sum(sum_sq, partial[parity], lane, warp);
+        for (int i = 0; i < kVecsPerThread; ++i)
+          if (owns(i)) detail::add_squares(slot_sums[i], v[i]);
+        total = detail::block_sum_by_slot<kWarps>(slot_sums, partial[parity], lane, warp);
+      } else {
+        float sum_sq = 0.f;
+#pragma unroll
+        for (int i = 0; i < kVecsPerThread; ++i)
+          if (owns(i)) detail::add_squares(sum_sq, v[i]);
+        total = detail::block_sum(sum_sq, partial[parity], lane, warp);
+      }
       parity ^= 1;
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
@@ -539,24 +576,24 @@ struct CtaKernel {
 };
 
 // The CTA class: the few-row schedule, or a block per row for many rows. A block per row has no next row in
-// flight and pays a block launch per row, so it takes rows that a thread loads in 2 or more vectors (x, and the
-// residual for the fused add) and that move 6 KiB or more, from 3 waves of its blocks on (3168 rows of 256
-// threads on the H200). Measured on the H200 (docs/PERFORMANCE.md, runs 13-14, bf16), a block per row against
-// the persistent grid: 2 vectors a thread or more, at 32768 rows, 93-99 % of copy against 86-95 %; at 1-1.5
-// waves the persistent grid wins by up to 10 %. One vector a thread (1024, 2048 plain) loses 2-20 %, and so do
-// 4 KiB rows (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in both.
+// flight and pays a block launch per row, so it takes rows that move 6 KiB or more, from 3 waves of its blocks
+// on (3168 rows of 256 threads on the H200), in threads that each load 2 or more vectors (x, and the residual
+// for the fused add): a plain row of one vector a thread at 256 threads takes half as many threads. Measured on
+// the H200 (docs/PERFORMANCE.md, bf16), a block per row against the persistent grid: 2 vectors a thread or more,
+// at 32768 rows, 93-99 % of copy against 86-95 % (runs 13-14); at 1-1.5 waves the persistent grid wins by up to
+// 10 %. One vector a thread in 256 threads lost 2-20 % (plain 2048 x 32768 74.44 against 67.45 µs), in 128
+// threads of two it wins (64.84; 1536 x 65536 96.80 against 100.43; float32 1024 x 32768 65.00 against 70.62;
+// run 22). 4 KiB rows lose (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in
+// both.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
   using ManyRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
   using KernelParams = typename FewRows::KernelParams;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
-  static constexpr int kLoadsPerThread = FewRows::kVecsPerThread * (kFusedAdd ? 2 : 1);
-  static constexpr RowSplit kRowSplit = !FewRows::kLongRow &&
-                                                kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES &&
-                                                kLoadsPerThread >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS
-                                            ? RowSplit::kManyRowsByWaves
-                                            : RowSplit::kNone;
+  static constexpr RowSplit kRowSplit =
+      !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES ? RowSplit::kManyRowsByWaves
+                                                                                      : RowSplit::kNone;
 };
 
 // ---------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ against the reference.
 
 (without the caching allocator every tensor is its own allocation, so an access past a row is caught).
 `--tool racecheck` is far slower per launch: give it a few sizes of the kernels with shared memory, CTA and wide
-(`--sizes 512 4096 8192 12288 12296 24576 40960 --tokens 7`; at so few rows the wide sizes take a cluster per row,
+(`--sizes 520 4096 8192 12288 12296 24576 40960 --tokens 7`; at so few rows the wide sizes take a cluster per row,
 and scripts/sanitize_two_pass.py covers the two-pass kernel). Under memcheck one process takes over 200 s on an
 H200: `--shard K/N` splits the sizes over N processes (scripts/gpu_check.sh runs 8, spread over the GPUs).
 """
@@ -23,7 +23,7 @@ from inductor_rmsnorm import dispatch, ops
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 
 # Full and idle lanes or threads, each kernel class, and each side of the class boundaries.
-SIZES = (8, 24, 64, 200, 256, 264, 512, 2888, 4096, 8192, 8200, 12288, 12296, 24576, 24584, 40960, 65528)
+SIZES = (8, 24, 64, 200, 256, 264, 512, 520, 2888, 4096, 8192, 8200, 12288, 12296, 24576, 24584, 40960, 65528)
 TOKENS = (1, 7, 129)
 
 

@@ -18,10 +18,11 @@ from modules import LlamaRMSNorm, check_against_eager, eager_module, random_weig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# Warp kernel: 1 to 64 vectors a row, lane groups full (64, 128, 256) or with idle lanes (the others, 96 and 192
-# among them: head dims); CTA kernel: full or idle threads, the sizes of real models (1536, 2880, 5376, 7168), the
-# rows over 8192 that it serves with a block per row (8196 to 12288 in float32, 24576 in 16-bit types), the
-# largest; the wide kernel from the next size: rows of whole steps, of a last step partly filled (40960: each of
+# Warp kernel: 1 to 64 vectors a row (to 512 in 16-bit types), lane groups full (64, 128, 256, 512) or with idle
+# lanes (the others, 96 and 192 among them: head dims; 264 bf16: 33 vectors); CTA kernel: the smallest (260
+# float32, 520 16-bit), full or idle threads, the sizes of real models (1536, 2880, 5376, 7168), the rows over
+# 8192 that it serves with a block per row (8196 to 12288 in float32, 24576 in 16-bit types), the largest; the
+# wide kernel from the next size: rows of whole steps, of a last step partly filled (40960: each of
 # its slots wholly in or out of the row; 32776, 65528: a slot across the row's end), of 2 to 8 steps.
 # Sizes that are multiples of 4 but not 8 exist for float32 alone.
 SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1536, 2048, 2816, 2880, 2884,
@@ -57,7 +58,7 @@ def all_cases():
 
 
 CASES = list(all_cases())
-FUSED_SIZES = [8, 24, 64, 96, 128, 200, 256, 264, 512, 2816, 2880, 4096, 8184, 8192, 8200, 12288, 12296, 16384,
+FUSED_SIZES = [8, 24, 64, 96, 128, 200, 256, 264, 512, 520, 2816, 2880, 4096, 8184, 8192, 8200, 12288, 12296, 16384,
                24576, 24584, 32776, 40960, 65528]
 FUSED_CASES = [case for case in CASES if case[0] in FUSED_SIZES]
 

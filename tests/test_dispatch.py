@@ -10,7 +10,7 @@ def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
     vector = 4 if dtype == torch.float32 else 8  # elements in 16 bytes
     if hidden <= 0 or hidden % vector:
         return None
-    if hidden <= 256:
+    if hidden <= (256 if dtype == torch.float32 else 512):  # rows of up to 64 vectors
         return "warp"
     if hidden <= (12288 if dtype == torch.float32 else 24576):
         return "cta"
@@ -28,9 +28,10 @@ def test_kernel_for_every_hidden_size(dtype):
 def test_counts_of_supported_sizes():
     for dtype, vector in ((torch.bfloat16, 8), (torch.float32, 4)):
         supported = [h for h in range(70001) if kernel_for(h, dtype)]
-        assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 256 // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 64
+        largest_warp = 64 * vector
         largest_cta = 12288 if dtype == torch.float32 else 24576  # rows of 48 KiB
-        assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (largest_cta - 256) // vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (largest_cta - largest_warp) // vector
         assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - largest_cta) // vector
         assert supported[:3] == [vector, 2 * vector, 3 * vector]
         assert supported[-1] == 65536
@@ -48,9 +49,9 @@ def test_unsupported_reason_names_size_and_supported_set():
     for hidden in (2884, 65544):
         reason = dispatch.unsupported_reason(hidden, torch.bfloat16, torch.bfloat16)
         assert reason == (f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8 elements in "
-                          "16-bit types, of 4 in float32: up to 256 (warp kernel); from 264 to 24576 in 16-bit types, "
-                          "from 260 to 12288 in float32 (cta kernel); from 24584 (16-bit) or 12292 (float32) to 65536 "
-                          "(wide kernel)")
+                          "16-bit types, of 4 in float32: up to 512 in 16-bit types, up to 256 in float32 (warp "
+                          "kernel); from 520 to 24576 in 16-bit types, from 260 to 12288 in float32 (cta kernel); "
+                          "from 24584 (16-bit) or 12292 (float32) to 65536 (wide kernel)")
 
 
 def test_weight_dtype_rules():

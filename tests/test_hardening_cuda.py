@@ -21,8 +21,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 # (hidden, dtype): every kernel class (warp, CTA in three dtypes and a long row, wide: rows of 2, 4 and 5 steps,
 # whose few rows take a cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
-SHAPES = [(128, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
-          (16384, torch.bfloat16), (24584, torch.bfloat16), (65536, torch.bfloat16), (32776, torch.float32)]
+SHAPES = [(128, torch.bfloat16), (2048, torch.bfloat16), (4096, torch.bfloat16), (1536, torch.float16),
+          (2048, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16), (65536, torch.bfloat16),
+          (32776, torch.float32)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
@@ -63,11 +64,12 @@ def test_more_than_2_to_the_31_elements():
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
 def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
-    # 32 rows an SM: the whole batch takes the CTA kernel's block-per-row schedule where it has one (rows a thread
-    # loads in 2+ vectors: 4096 bf16, 2048 fp32, every CTA fused one; from 3 waves of its blocks, 12-30 rows an SM
-    # here), the slices (at most 295 rows) the persistent one; wide rows of several steps: the batch and the
-    # 295-row slice the two-pass kernel, the one-row slices a cluster per row
-    rows = 32 * torch.cuda.get_device_properties(0).multi_processor_count
+    # 64 rows an SM: the whole batch takes the CTA kernel's block-per-row schedule where it has one (rows moving
+    # 6 KiB: all here but 128; from 3 waves of its blocks, 12-63 rows an SM here; 2048 bf16 and 1536 fp16 in half
+    # the threads of the persistent schedule, two vectors each), the slices (at most 295 rows) the persistent one;
+    # wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a cluster
+    # per row
+    rows = 64 * torch.cuda.get_device_properties(0).multi_processor_count
     weight = torch.randn(hidden, device="cuda", dtype=dtype)
     x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
     residual = torch.randn_like(x)

@@ -115,7 +115,7 @@ def test_cli_builds_with_progress_and_names_what_it_skips(monkeypatch, tmp_path,
     printed = capsys.readouterr().out
     assert status == 0
     assert "skipped: hidden size 2882 has no kernel" in printed
-    assert "[1/1] cta_h512_bf16_wbf16_obf16_llama: ready in" in printed
+    assert "[1/1] warp_h512_bf16_wbf16_obf16_llama: ready in" in printed
     assert "1 of 1 ready" in printed
 
 
