@@ -27,37 +27,42 @@ INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # in float32.
 VECTOR_BYTES = 16
 
-# (kernel class, the largest hidden size it serves in 16-bit types, in float32, its sizes in words), by size: the
-# first that fits serves.
+# (kernel class, the largest hidden size it serves: in 16-bit types, in 16-bit types with the fused residual add, in
+# float32 (both variants); its sizes in words), by size: the first that fits serves.
 KERNEL_TABLE = (
     # rows of up to 64 vectors (1 KiB), several rows a 256-thread block. The CTA kernel's blocks of 64 threads for
-    # 384-512 bf16 took longer to launch than their rows took to move: at 4096 rows 5.3 µs against the warp
-    # kernel's 2.9-3.2 and Inductor's 3.1-3.4 (run 22, docs/PERFORMANCE.md)
-    ("warp", 512, 256, "up to 512 in 16-bit types, up to 256 in float32"),
+    # plain 384-512 bf16 took longer to launch than their rows took to move: at 4096 rows 5.3 µs against the warp
+    # kernel's 2.9-3.2 and Inductor's 3.1-3.4 (run 22, docs/PERFORMANCE.md). With the residual add, 16-bit rows
+    # of 264-512 keep the CTA kernel: the warp kernel was slower there at 1-128 rows (512 x 16: 1.58 against
+    # 1.15 µs) and mixed from 1024 (run 22)
+    ("warp", 512, 256, 256, "up to 512 in 16-bit types (256 with the residual add), up to 256 in float32"),
     # the row in registers, rows up to 48 KiB: at most 6 vectors a thread at 512 threads (7, at 28672 bf16, spill
     # in the fused residual add beside a float32 weight; 8 in every fused instance). Measured against the wide
     # kernel (docs/PERFORMANCE.md): faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows) and at 16384-24576 bf16
     # at 1-8192 rows (run 19, 20480 x 8192: 1.28x). float32 (run 19): at 12288 faster from 128 rows by 8-14 % and
     # slower at 1-16 rows by 5-12 %; at 16384 faster from 128 rows by 2-3 % but slower at 1-16 by 20-25 %, so
     # 16384 stays with the wide kernel
-    ("cta", 24576, 12288, "from 520 to 24576 in 16-bit types, from 260 to 12288 in float32"),
+    ("cta", 24576, 24576, 12288,
+     "from 520 (264 with the residual add) to 24576 in 16-bit types, from 260 to 12288 in float32"),
     # two passes over the row, the second from L2; rows of 2+ steps on sm_90+: a cluster per row while the
     # clusters fit one block per SM
-    ("wide", 65536, 65536, "from 24584 (16-bit) or 12292 (float32) to 65536"),
+    ("wide", 65536, 65536, 65536, "from 24584 (16-bit) or 12292 (float32) to 65536"),
 )
 
 SUPPORTED_SIZES = "multiples of 8 elements in 16-bit types, of 4 in float32: " + "; ".join(
-    f"{words} ({kernel_class} kernel)" for kernel_class, _, _, words in KERNEL_TABLE)
+    f"{words} ({kernel_class} kernel)" for kernel_class, *_, words in KERNEL_TABLE)
 
 
-def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> str | None:
-    """The kernel class ("warp", "cta" or "wide") that normalises rows of `hidden_size` elements of `dtype`, or None."""
+def kernel_for(hidden_size: int, dtype: torch.dtype = torch.bfloat16, *, fused_add: bool = False) -> str | None:
+    """The kernel class ("warp", "cta" or "wide") that normalises rows of `hidden_size` elements of `dtype` (after a
+    residual add, with `fused_add`), or None."""
     if dtype not in INPUT_DTYPES:
         return None
     if hidden_size <= 0 or hidden_size * dtype.itemsize % VECTOR_BYTES:
         return None
-    for kernel_class, largest_16_bit, largest_float32, _ in KERNEL_TABLE:
-        if hidden_size <= (largest_float32 if dtype == torch.float32 else largest_16_bit):
+    for kernel_class, largest_16_bit, largest_16_bit_fused, largest_float32, _ in KERNEL_TABLE:
+        largest = largest_float32 if dtype == torch.float32 else largest_16_bit_fused if fused_add else largest_16_bit
+        if hidden_size <= largest:
             return kernel_class
     return None
 

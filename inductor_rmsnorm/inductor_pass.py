@@ -270,7 +270,8 @@ class RMSNormPass(CustomGraphPass):
             self._record(candidate(None, reason))
             return False
         self._replaced_by_readers[frozenset(user.name for user in output.users)] = len(_report)
-        self._record(candidate(dispatch.kernel_for(hidden, x_value.dtype), None))
+        kernel = dispatch.kernel_for(hidden, x_value.dtype, fused_add=search.residual != "plain")
+        self._record(candidate(kernel, None))
         return True
 
     @staticmethod

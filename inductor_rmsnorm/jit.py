@@ -98,7 +98,7 @@ class KernelKey:
             formulation = "torch"  # without a weight every formulation is the same computation
         elif formulation == "llama_single_rounding" and weight_dtype == input_dtype:
             formulation = "torch"  # the same computation and output dtype
-        kernel_class = dispatch.kernel_for(hidden_size, input_dtype)
+        kernel_class = dispatch.kernel_for(hidden_size, input_dtype, fused_add=fused_add)
         return KernelKey(kernel_class, hidden_size, input_dtype, weight_dtype, formulation, fused_add)
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import os
 import re
 import subprocess
@@ -24,9 +25,10 @@ import torch
 from inductor_rmsnorm import dispatch, jit
 
 # Warp: 1 to 64 vectors a row, in lane groups that fit and that leave lanes idle (264 bf16: 33 vectors); CTA: the
-# smallest (float32 264, 16-bit 520), idle threads (2888, 24568) and the largest; wide: the smallest (float32
-# 12292, 16-bit 24584: two steps, the second of 1025 vectors, one slot across the row's end), whole steps, an odd
-# number of steps (40960 and 49152: three), and the largest with a partial last step.
+# smallest (float32 264; 16-bit 520, and 264 with the residual add), idle threads (2888, 24568) and the largest;
+# wide: the smallest (float32 12292, 16-bit 24584: two steps, the second of 1025 vectors, one slot across the
+# row's end), whole steps, an odd number of steps (40960 and 49152: three), and the largest with a partial last
+# step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 192, 200, 256, 264, 384, 512),
                  "cta": (264, 520, 2888, 4096, 8192, 8200, 12288, 24568, 24576),
                  "wide": (12292, 24584, 32768, 40960, 49152, 65528)}
@@ -48,19 +50,18 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
     keys: dict[str, list[jit.KernelKey]] = {}
     for kernel_class, sizes in SIZES_CHECKED.items():
         for hidden in sizes:
-            for dtype in dispatch.INPUT_DTYPES:
-                if dispatch.kernel_for(hidden, dtype) != kernel_class:
+            for dtype, fused_add in itertools.product(dispatch.INPUT_DTYPES, (False, True)):
+                if dispatch.kernel_for(hidden, dtype, fused_add=fused_add) != kernel_class:
                     continue
                 for weight in (*dispatch.weight_dtypes_for(dtype), None):
                     for formulation in dispatch.FORMULATIONS if weight is not None else ("torch",):
-                        for fused_add in (False, True):
-                            key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
-                            if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
-                                keys[kernel_class].append(key)
+                        key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
+                        if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
+                            keys[kernel_class].append(key)
     for switch in SWITCHES:
         keys[switch] = [jit.KernelKey.create(hidden, torch.bfloat16, torch.bfloat16, "torch", fused_add)
                         for kernel_class, sizes in SIZES_CHECKED.items() for hidden in sizes for fused_add in (False, True)
-                        if dispatch.kernel_for(hidden, torch.bfloat16) == kernel_class]
+                        if dispatch.kernel_for(hidden, torch.bfloat16, fused_add=fused_add) == kernel_class]
     return keys
 
 

@@ -6,11 +6,11 @@ import torch
 from inductor_rmsnorm import dispatch, kernel_for
 
 
-def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
+def expected_kernel(hidden: int, dtype: torch.dtype, fused_add: bool) -> str | None:
     vector = 4 if dtype == torch.float32 else 8  # elements in 16 bytes
     if hidden <= 0 or hidden % vector:
         return None
-    if hidden <= (256 if dtype == torch.float32 else 512):  # rows of up to 64 vectors
+    if hidden <= (256 if dtype == torch.float32 or fused_add else 512):
         return "warp"
     if hidden <= (12288 if dtype == torch.float32 else 24576):
         return "cta"
@@ -19,22 +19,26 @@ def expected_kernel(hidden: int, dtype: torch.dtype) -> str | None:
     return None
 
 
+@pytest.mark.parametrize("fused_add", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_kernel_for_every_hidden_size(dtype):
+def test_kernel_for_every_hidden_size(dtype, fused_add):
     for hidden in range(-8, 70001):
-        assert kernel_for(hidden, dtype) == expected_kernel(hidden, dtype), hidden
+        assert kernel_for(hidden, dtype, fused_add=fused_add) == expected_kernel(hidden, dtype, fused_add), hidden
 
 
 def test_counts_of_supported_sizes():
-    for dtype, vector in ((torch.bfloat16, 8), (torch.float32, 4)):
+    for dtype, vector, largest_warp in ((torch.bfloat16, 8, 512), (torch.float32, 4, 256)):
         supported = [h for h in range(70001) if kernel_for(h, dtype)]
-        assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == 64
-        largest_warp = 64 * vector
+        assert len([h for h in supported if kernel_for(h, dtype) == "warp"]) == largest_warp // vector
         largest_cta = 12288 if dtype == torch.float32 else 24576  # rows of 48 KiB
         assert len([h for h in supported if kernel_for(h, dtype) == "cta"]) == (largest_cta - largest_warp) // vector
         assert len([h for h in supported if kernel_for(h, dtype) == "wide"]) == (65536 - largest_cta) // vector
         assert supported[:3] == [vector, 2 * vector, 3 * vector]
         assert supported[-1] == 65536
+        # the residual add serves the same sizes, 16-bit rows of 264-512 with the CTA kernel
+        assert [h for h in range(70001) if kernel_for(h, dtype, fused_add=True)] == supported
+        assert [h for h in supported if kernel_for(h, dtype, fused_add=True) != kernel_for(h, dtype)] == (
+            list(range(264, 513, 8)) if dtype == torch.bfloat16 else [])
     real_models = (2880, 5376, 7168, 12288, 16384, 1536, 512, 96, 192)  # issue 4's list
     assert [h for h in real_models if kernel_for(h)] == list(real_models)
 
@@ -49,9 +53,10 @@ def test_unsupported_reason_names_size_and_supported_set():
     for hidden in (2884, 65544):
         reason = dispatch.unsupported_reason(hidden, torch.bfloat16, torch.bfloat16)
         assert reason == (f"hidden size {hidden} has no kernel; supported hidden sizes: multiples of 8 elements in "
-                          "16-bit types, of 4 in float32: up to 512 in 16-bit types, up to 256 in float32 (warp "
-                          "kernel); from 520 to 24576 in 16-bit types, from 260 to 12288 in float32 (cta kernel); "
-                          "from 24584 (16-bit) or 12292 (float32) to 65536 (wide kernel)")
+                          "16-bit types, of 4 in float32: up to 512 in 16-bit types (256 with the residual add), up "
+                          "to 256 in float32 (warp kernel); from 520 (264 with the residual add) to 24576 in 16-bit "
+                          "types, from 260 to 12288 in float32 (cta kernel); from 24584 (16-bit) or 12292 (float32) "
+                          "to 65536 (wide kernel)")
 
 
 def test_weight_dtype_rules():

@@ -345,7 +345,7 @@ v1 = getitem(v0, 0)
 v2 = getitem(v0, 1)
 return [v1, v2]""")
         self.assertEqual([(c.search, c.residual, c.kernel) for c in inductor_rmsnorm.report()],
-                         [("hf_llama", "fused_add", "warp")])
+                         [("hf_llama", "fused_add", "cta")])
         self.assertIn("hf_llama after a residual add hidden=512 bfloat16", str(inductor_rmsnorm.report()))
         self.assertTrue(ulp_difference(output[0], reference[0]).within())
         self.assertTrue(torch.equal(output[1], reference[1]))
