@@ -255,29 +255,18 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
-// The block's total of every thread's `value`, through per-warp partial sums in `partial`. Kernels pass one of
-// two buffers, alternating by row, so one barrier per row suffices: a warp can only overwrite a buffer after
-// the next row's barrier, which every reader of it has passed.
-template <int kWarps>
-__device__ __forceinline__ float block_sum(float value, float (&partial)[kWarps], int lane, int warp) {
-  value = group_sum<32>(value);
-  if (lane == 0) partial[warp] = value;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int k = 0; k < kWarps; ++k) total += partial[k];
-  return total;
-}
-
-// block_sum for threads that each hold kSlots vectors where the row's other schedule has a thread per vector:
-// slot i of thread t sums as that schedule's thread t + i * kWarps * 32 would, alone, in its warp, and the warps'
-// partial sums add up in that schedule's order, so both schedules give a row the same bits.
+// The block's total of every thread's sums, through per-warp partial sums in `partial`. Kernels pass one of two
+// buffers, alternating by row, so one barrier per row suffices: a warp can only overwrite a buffer after the next
+// row's barrier, which every reader of it has passed. A thread passes one sum, or one per vector slot where the
+// row's other schedule has a thread per vector: slot i of thread t then sums as that schedule's thread
+// t + i * kWarps * 32 would, alone, in its warp, and the warps' partial sums add up in that schedule's order, so
+// both schedules give a row the same bits.
 template <int kWarps, int kSlots>
-__device__ __forceinline__ float block_sum_by_slot(const float (&slot_sums)[kSlots], float (&partial)[kWarps * kSlots],
-                                                   int lane, int warp) {
+__device__ __forceinline__ float block_sum(const float (&sums)[kSlots], float (&partial)[kWarps * kSlots], int lane,
+                                           int warp) {
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) {
-    const float value = group_sum<32>(slot_sums[i]);
+    const float value = group_sum<32>(sums[i]);
     if (lane == 0) partial[warp + i * kWarps] = value;
   }
   __syncthreads();
@@ -483,7 +472,7 @@ struct CtaKernel {
   static constexpr int kVecsPerThread = std::min(
       std::max(detail::ceil_div(kVecsPerRow, kMaxThreads), kMinVecsPerThread), kMaxVecsPerThread);
   // Where that takes fewer threads than the few-row schedule's one vector each, the slots sum apart
-  // (block_sum_by_slot): a row's bits stay the same in both schedules.
+  // (block_sum): a row's bits stay the same in both schedules.
   static constexpr bool kSumSlotsApart = kVecsPerThread > detail::ceil_div(kVecsPerRow, kMaxThreads);
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
@@ -517,7 +506,8 @@ struct CtaKernel {
 
   __device__ static void body(const KernelParams& p) {
     // per-warp partial sums (of each slot, where they sum apart), two buffers alternating by row (block_sum)
-    __shared__ float partial[2][kSumSlotsApart ? kWarps * kVecsPerThread : kWarps];
+    constexpr int kSums = kSumSlotsApart ? kVecsPerThread : 1;
+    __shared__ float partial[2][kWarps * kSums];
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
 
@@ -539,20 +529,11 @@ struct CtaKernel {
       if constexpr (kPrefetchRow) detail::load_operands<CtaKernel>(next, next_r, p, row + gridDim.x);
       else detail::load_operands<CtaKernel>(v, r, p, row);
       if constexpr (kFusedAdd) detail::add_residual<CtaKernel>(v, r, p, row);
-      float total;
-      if constexpr (kSumSlotsApart) {
-        float slot_sums[kVecsPerThread] = {};
+      float sums[kSums] = {};
 #pragma unroll
-        for (int i = 0; i < kVecsPerThread; ++i)
-          if (owns(i)) detail::add_squares(slot_sums[i], v[i]);
-        total = detail::block_sum_by_slot<kWarps>(slot_sums, partial[parity], lane, warp);
-      } else {
-        float sum_sq = 0.f;
-#pragma unroll
-        for (int i = 0; i < kVecsPerThread; ++i)
-          if (owns(i)) detail::add_squares(sum_sq, v[i]);
-        total = detail::block_sum(sum_sq, partial[parity], lane, warp);
-      }
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) detail::add_squares(sums[kSumSlotsApart ? i : 0], v[i]);
+      const float total = detail::block_sum<kWarps>(sums, partial[parity], lane, warp);
       parity ^= 1;
 
       const float inv_rms = rsqrtf(total / kHidden + p.eps);
