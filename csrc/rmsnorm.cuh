@@ -69,10 +69,14 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_PERSISTENT -1  // warp and wide kernels: grid capped at the blocks the GPU holds at once
 #endif
 // The warp kernel's plain rows of 12 or 24 vectors (96 or 192 bf16): 1 splits them over the lane groups they fill
-// (4 or 8 lanes of 3 vectors, WarpRmsNorm::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
+// (4 or 8 lanes of 3 vectors, WarpKernel::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
 // 32 lanes, a quarter idle).
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
+#endif
+// The warp kernel's plain rows take its many-rows schedule (WarpRmsNorm) from this many waves of its blocks.
+#ifndef INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES
+#define INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES 2
 #endif
 // The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes take a block per row once they fill
 // the GPU with that many waves of blocks. A block per row gives each thread at least this many 16-byte loads (x,
@@ -321,7 +325,7 @@ constexpr int kMaxDevices = 64;
 // How a kernel class with two schedules (FewRows, ManyRows) picks one by the rows of a launch.
 enum class RowSplit {
   kNone,             // always FewRows
-  kManyRowsByWaves,  // ManyRows once the rows fill the GPU with INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES of its blocks
+  kManyRowsByWaves,  // ManyRows once the rows fill the GPU with the class's kManyRowsWaves waves of its blocks
   kClusterFewRows,   // FewRows (a cluster per row) while the clusters' blocks number at most
                      // INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM per SM, where the GPU has clusters and the row
                      // more than one step; ManyRows otherwise
@@ -332,8 +336,13 @@ enum class RowSplit {
 // lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
 // Groups are a power of two of lanes (they tile the warp); a row of another vector count either fills a narrower
 // group whole (kUseWholeLanes, off by default) or leaves a group's last lanes idle on its last slot (`owns`).
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
-struct WarpRmsNorm {
+// Two schedules of the same arithmetic (WarpRmsNorm picks one by row count):
+//   * few rows (kManyRows false): a persistent grid for the plain norm, each lane group looping over rows with
+//     the next row's loads in flight; a block per group of rows for the fused add;
+//   * many rows: a block per two groups of rows, each lane group loading both of its rows before it reduces
+//     the first.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
+struct WarpKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
   // A row takes the power-of-two group of lanes that covers it, lanes past its end idle. With
@@ -354,6 +363,7 @@ struct WarpRmsNorm {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
+  static constexpr int kRowsAtOnce = kManyRows ? 2 : 1;
   // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
@@ -363,7 +373,7 @@ struct WarpRmsNorm {
   // fused add 2-12 % faster at 8 of 9 points (256 x 65536: 33.4 against 37.4 µs), 4 % slower at 64 x 32768;
   // the plain norm 5-6 % slower at 3 of 9. Only grids of more rows than the GPU holds at once differ, and a
   // row's arithmetic is the same in both.
-  static constexpr bool kPersistentGrid = persistent_or(!kFusedAdd);
+  static constexpr bool kPersistentGrid = !kManyRows && persistent_or(!kFusedAdd);
   // Whole-lane rows already keep 3 vectors a lane in flight: the next row's loads gained 1-2 % at fp16 192 x
   // 8192-65536 and 6 % at 1024 rows (run 16), and without them the fp16 Gemma instance fits in registers (ptxas
   // spilled 8 bytes with them).
@@ -389,34 +399,24 @@ struct WarpRmsNorm {
     for (int i = 0; i < kVecsPerLane; ++i)
       if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
+    if constexpr (kManyRows) {
+      rows_at_once(p, w, group, warp);
+      return;
+    }
     const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
     // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetchRow) detail::load_operands<WarpRmsNorm>(v, r, p, first + group);
+    if constexpr (kPrefetchRow) detail::load_operands<WarpKernel>(v, r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
       // With prefetch, this lane's next row is loaded now, in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetchRow) detail::load_operands<WarpRmsNorm>(next, next_r, p, row + row_step);
-      else detail::load_operands<WarpRmsNorm>(v, r, p, row);
-      float sum_sq = 0.f;
-      if (row < p.rows) {
-        if constexpr (kFusedAdd) detail::add_residual<WarpRmsNorm>(v, r, p, row);
-#pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i)
-          if (owns(i)) detail::add_squares(sum_sq, v[i]);
-      }
-      sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
-      if (row < p.rows) {
-        const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
-        TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
-#pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i)
-          if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
-      }
+      if constexpr (kPrefetchRow) detail::load_operands<WarpKernel>(next, next_r, p, row + row_step);
+      else detail::load_operands<WarpKernel>(v, r, p, row);
+      normalize_row(p, v, r, w, row);
       if constexpr (kPrefetchRow) {
 #pragma unroll
         for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
@@ -426,12 +426,69 @@ struct WarpRmsNorm {
     }
   }
 
+  // Each lane group loads kRowsAtOnce rows, a block's rows apart, before it reduces the first: the block covers
+  // kRowsAtOnce * kRowsPerBlock consecutive rows (a pass of the loop, which covers rows past the largest grid).
+  __device__ static void rows_at_once(const KernelParams& p, const WVec (&w)[kVecsPerLane], int group, int warp) {
+    const int64_t block_rows = int64_t(kRowsPerBlock) * kRowsAtOnce;
+    const int64_t row_step = int64_t(gridDim.x) * block_rows;
+    for (int64_t first = int64_t(blockIdx.x) * block_rows + warp * kRowsPerWarp; first < p.rows;
+         first += row_step) {
+      InVec v[kRowsAtOnce][kVecsPerLane];
+      InVec r[kRowsAtOnce][kResidualVecs];
+#pragma unroll
+      for (int k = 0; k < kRowsAtOnce; ++k)
+        detail::load_operands<WarpKernel>(v[k], r[k], p, first + group + k * kRowsPerBlock);
+#pragma unroll
+      for (int k = 0; k < kRowsAtOnce; ++k) normalize_row(p, v[k], r[k], w, first + group + k * kRowsPerBlock);
+    }
+  }
+
+  // Normalises the lane group's row `row` (masked past the end; every lane reaches the shuffles) from its loaded
+  // vectors, and writes it (and, for the fused add, the residual sum).
+  __device__ static void normalize_row(const KernelParams& p, InVec (&v)[kVecsPerLane],
+                                       const InVec (&r)[kResidualVecs], const WVec (&w)[kVecsPerLane],
+                                       int64_t row) {
+    float sum_sq = 0.f;
+    if (row < p.rows) {
+      if constexpr (kFusedAdd) detail::add_residual<WarpKernel>(v, r, p, row);
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i)
+        if (owns(i)) detail::add_squares(sum_sq, v[i]);
+    }
+    sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
+    if (row < p.rows) {
+      const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i)
+        if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
+    }
+  }
+
   __device__ static int column(int slot) { return (threadIdx.x % kLanesPerRow + slot * kLanesPerRow) * kVec; }
   __device__ static bool owns(int slot) {
     return !kRagged || int(threadIdx.x % kLanesPerRow) + slot * kLanesPerRow < kVecsPerRow;
   }
 
-  static int64_t blocks_needed(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
+  static int64_t blocks_needed(int64_t rows) {
+    return (rows + kRowsPerBlock * kRowsAtOnce - 1) / (kRowsPerBlock * kRowsAtOnce);
+  }
+};
+
+// The warp class: the few-rows schedule, or for plain rows two rows a lane group from 2 waves of those blocks (4
+// passes of the persistent grid where both hold as many blocks an SM). Measured on the H200 (docs/PERFORMANCE.md,
+// run 23, plain, µs), the persistent grid against two rows a lane group: bf16 192 / 256 / 512 x 65536 15.56 /
+// 17.97 / 36.57 against 14.32 / 17.40 / 34.30 (87 -> 93 % of copy at 512), float32 256 x 65536 35.64 against
+// 33.97; within 2 % from 4 passes to 8, and up to 19 % slower below (bf16 512 x 8192 4.99 against 5.92). The
+// fused add, already a block per group of rows, lost with two rows a lane group (bf16 64 x 32768 5.36 against
+// 5.79) and keeps one schedule.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+struct WarpRmsNorm {
+  using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
+  using ManyRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
+  using KernelParams = typename FewRows::KernelParams;
+  static constexpr RowSplit kRowSplit = kFusedAdd ? RowSplit::kNone : RowSplit::kManyRowsByWaves;
+  static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -575,6 +632,7 @@ struct CtaRmsNorm {
   static constexpr RowSplit kRowSplit =
       !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES ? RowSplit::kManyRowsByWaves
                                                                                       : RowSplit::kNone;
+  static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -980,7 +1038,7 @@ cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream
     const DeviceLaunchInfo* many_rows = nullptr;
     const cudaError_t err = kernel_launch_info<ManyRows>(device, &many_rows);
     if (err != cudaSuccess) return err;
-    if (p.rows >= int64_t(INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES) * many_rows->max_blocks)
+    if (ManyRows::blocks_needed(p.rows) >= int64_t(Kernel::kManyRowsWaves) * many_rows->max_blocks)
       return launch_kernel<ManyRows>(p, stream, device);
     return launch_kernel<FewRows>(p, stream, device);
   } else if constexpr (Kernel::kRowSplit == RowSplit::kClusterFewRows) {

@@ -67,6 +67,15 @@ for group in "$@"; do
           compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py --shard "$shard/8" &
         pids+=($!)
       done
+      # the many-rows schedules, at rows past their splits on an H200: the warp kernel's two rows a lane group
+      # (8: a lane a row; 200: ragged whole warps) and the CTA kernel's block per row in half its threads (1536,
+      # 2040 in 16-bit types)
+      many_rows=("--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403")
+      for i in "${!many_rows[@]}"; do
+        CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_many_rows_$i" 400 \
+          compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py ${many_rows[$i]} &
+        pids+=($!)
+      done
       for pid in "${pids[@]}"; do wait "$pid" || status=1; done
       # racecheck only concerns the CTA and wide kernels' shared-memory reductions (65528: the cluster kernel's
       # exchange too), and is slow: a few sizes
