@@ -477,11 +477,11 @@ struct WarpKernel {
 
 // The warp class: the few-rows schedule, or for plain rows two rows a lane group from 2 waves of those blocks (4
 // passes of the persistent grid where both hold as many blocks an SM). Measured on the H200 (docs/PERFORMANCE.md,
-// run 23, plain, µs), the persistent grid against two rows a lane group: bf16 192 / 256 / 512 x 65536 15.56 /
-// 17.97 / 36.57 against 14.32 / 17.40 / 34.30 (87 -> 93 % of copy at 512), float32 256 x 65536 35.64 against
-// 33.97; within 2 % from 4 passes to 8, and up to 19 % slower below (bf16 512 x 8192 4.99 against 5.92). The
-// fused add, already a block per group of rows, lost with two rows a lane group (bf16 64 x 32768 5.36 against
-// 5.79) and keeps one schedule.
+// run 23, plain, µs at 65536 rows over three runs), the persistent grid against two rows a lane group: bf16 512
+// 35.99-36.57 against 34.11-34.41 (87 -> 92-93 % of copy), bf16 256 17.97-18.07 against 17.31-17.57, float32
+// 256 35.39-35.67 against 33.81-33.97. From 4 to 8 passes 0-2 % apart (bf16 512 x 32768 17.45-17.53 against
+// 17.59-17.76), below that up to 19 % slower (bf16 512 x 8192 4.99 against 5.92). The fused add, already a block
+// per group of rows, lost with two rows a lane group (bf16 64 x 32768 5.36 against 5.79) and keeps one schedule.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
