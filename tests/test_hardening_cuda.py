@@ -19,8 +19,9 @@ from modules import DecoderLayerTail, LlamaRMSNorm, check_against_eager, eager_m
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# (hidden, dtype): every kernel class (warp, CTA in three dtypes and a long row, wide: rows of 2, 4 and 5 steps,
-# whose few rows take a cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
+# (hidden, dtype): every kernel class (warp in 16-lane groups and in whole warps with idle lanes, CTA in three
+# dtypes and a long row, wide: rows of 2, 4 and 5 steps, whose few rows take a cluster per row, the last step of
+# 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(128, torch.bfloat16), (192, torch.float16), (2048, torch.bfloat16), (4096, torch.bfloat16),
           (1536, torch.float16), (2048, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16),
           (65536, torch.bfloat16), (32776, torch.float32)]
