@@ -399,35 +399,34 @@ struct WarpKernel {
     for (int i = 0; i < kVecsPerLane; ++i)
       if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
 
-    if constexpr (kManyRows) {
+    if constexpr (!kPrefetchRow) {
       rows_at_once(p, w, group, warp);
       return;
     }
+    // The persistent grid with the next row in flight: this lane's next row is loaded before this one is reduced
+    // and stored. The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end
+    // are masked.
     const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
-    // The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end are masked.
     int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
-    if constexpr (kPrefetchRow) detail::load_operands<WarpKernel>(v, r, p, first + group);
+    detail::load_operands<WarpKernel>(v, r, p, first + group);
     for (; first < p.rows; first += row_step) {
       const int64_t row = first + group;
-      // With prefetch, this lane's next row is loaded now, in flight while this one is reduced and stored.
       InVec next[kVecsPerLane];
       InVec next_r[kResidualVecs];
-      if constexpr (kPrefetchRow) detail::load_operands<WarpKernel>(next, next_r, p, row + row_step);
-      else detail::load_operands<WarpKernel>(v, r, p, row);
+      detail::load_operands<WarpKernel>(next, next_r, p, row + row_step);
       normalize_row(p, v, r, w, row);
-      if constexpr (kPrefetchRow) {
 #pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
+      for (int i = 0; i < kVecsPerLane; ++i) v[i] = next[i];
 #pragma unroll
-        for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
-      }
+      for (int i = 0; i < kResidualVecs; ++i) r[i] = next_r[i];
     }
   }
 
-  // Each lane group loads kRowsAtOnce rows, a block's rows apart, before it reduces the first: the block covers
-  // kRowsAtOnce * kRowsPerBlock consecutive rows (a pass of the loop, which covers rows past the largest grid).
+  // Without a next row in flight (the many-rows schedule, the fused add, whole-lane rows, PREFETCH=0), each lane
+  // group loads kRowsAtOnce rows, a block's rows apart, before it reduces the first: the block covers kRowsAtOnce *
+  // kRowsPerBlock consecutive rows (a pass of the loop, which covers rows past the largest grid).
   __device__ static void rows_at_once(const KernelParams& p, const WVec (&w)[kVecsPerLane], int group, int warp) {
     const int64_t block_rows = int64_t(kRowsPerBlock) * kRowsAtOnce;
     const int64_t row_step = int64_t(gridDim.x) * block_rows;
