@@ -60,20 +60,16 @@ for group in "$@"; do
       step tests 560 python3 -m pytest -q -p no:cacheprovider $workers -rs tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
-      # memcheck: the sizes in 8 processes at once, spread over the GPUs (one process ran past 200 s)
+      # memcheck in 11 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
+      # sizes in 8 shards, and the many-rows schedules at rows past their splits on an H200: the warp kernel's
+      # two rows a lane group (8: a lane a row; 200: ragged whole warps) and the CTA kernel's block per row in
+      # half its threads (1536, 2040 in 16-bit types)
+      memcheck_runs=("--shard 0/8" "--shard 1/8" "--shard 2/8" "--shard 3/8" "--shard 4/8" "--shard 5/8" "--shard 6/8"
+        "--shard 7/8" "--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403")
       gpus=$(nvidia-smi -L | wc -l) pids=()
-      for shard in 0 1 2 3 4 5 6 7; do
-        CUDA_VISIBLE_DEVICES=$((shard % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$shard" 400 \
-          compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py --shard "$shard/8" &
-        pids+=($!)
-      done
-      # the many-rows schedules, at rows past their splits on an H200: the warp kernel's two rows a lane group
-      # (8: a lane a row; 200: ragged whole warps) and the CTA kernel's block per row in half its threads (1536,
-      # 2040 in 16-bit types)
-      many_rows=("--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403")
-      for i in "${!many_rows[@]}"; do
-        CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_many_rows_$i" 400 \
-          compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py ${many_rows[$i]} &
+      for i in "${!memcheck_runs[@]}"; do
+        CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$i" 400 \
+          compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_sweep.py ${memcheck_runs[$i]} &
         pids+=($!)
       done
       for pid in "${pids[@]}"; do wait "$pid" || status=1; done
