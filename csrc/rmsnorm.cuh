@@ -69,8 +69,8 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_PERSISTENT -1  // warp and wide kernels: grid capped at the blocks the GPU holds at once
 #endif
 // The warp kernel's plain rows of 12 or 24 vectors (96 or 192 bf16): 1 splits them over the lane groups they fill
-// (4 or 8 lanes of 3 vectors, WarpKernel::kUseWholeLanes); 0 keeps the power-of-two groups that cover them (16 or
-// 32 lanes, a quarter idle).
+// (4 or 8 lanes of 3 vectors, WarpKernel::kUseWholeLanes) in both schedules, 2 in the many-rows schedule only; 0
+// keeps the power-of-two groups that cover them (16 or 32 lanes, a quarter idle).
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
 #endif
@@ -353,11 +353,15 @@ struct WarpKernel {
   // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
   static constexpr bool kUseWholeLanes =
-      INDUCTOR_RMSNORM_WARP_WHOLE_LANES && !kFusedAdd && kWholeLanes >= 4 && kWholeLanes <= 8;
-  static constexpr int kLanesPerRow = kUseWholeLanes            ? kWholeLanes
-                                      : kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow)
-                                                         : 32;
+      (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 1 || (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 2 && kManyRows)) &&
+      !kFusedAdd && kWholeLanes >= 4 && kWholeLanes <= 8;
+  static constexpr int kCoveringLanes = kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow) : 32;
+  static constexpr int kLanesPerRow = kUseWholeLanes ? kWholeLanes : kCoveringLanes;
   static constexpr int kVecsPerLane = detail::ceil_div(kVecsPerRow, kLanesPerRow);
+  // A lane of a narrower group sums its slots apart and folds them as the covering group's butterfly would (slot i
+  // standing for that group's lane + i * kLanesPerRow, the slots past the row's end adding +0), so a row's bits do
+  // not depend on the group it took.
+  static constexpr int kFoldedSlots = kCoveringLanes / kLanesPerRow;
   static constexpr bool kRagged = kLanesPerRow * kVecsPerLane != kVecsPerRow;
   static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
   static constexpr int kWarps = 8;
@@ -450,9 +454,21 @@ struct WarpKernel {
     float sum_sq = 0.f;
     if (row < p.rows) {
       if constexpr (kFusedAdd) detail::add_residual<WarpKernel>(v, r, p, row);
+      if constexpr (kFoldedSlots > 1) {
+        static_assert(kVecsPerLane <= kFoldedSlots && !kRagged, "a narrower group's slots fill it whole");
+        float slot_sums[kFoldedSlots] = {};
 #pragma unroll
-      for (int i = 0; i < kVecsPerLane; ++i)
-        if (owns(i)) detail::add_squares(sum_sq, v[i]);
+        for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(slot_sums[i], v[i]);
+#pragma unroll
+        for (int half = kFoldedSlots / 2; half > 0; half /= 2)
+#pragma unroll
+          for (int i = 0; i < half; ++i) slot_sums[i] += slot_sums[i + half];
+        sum_sq = slot_sums[0];
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVecsPerLane; ++i)
+          if (owns(i)) detail::add_squares(sum_sq, v[i]);
+      }
     }
     sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
     if (row < p.rows) {
