@@ -15,8 +15,8 @@
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
 #               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
-#   warprows    the warp kernel's many-rows schedule in the lane groups 96 / 192 fill (WARP_WHOLE_LANES=2; its
-#               sweep and batch invariance with the switch on first) and from 4 waves instead of 2, bf16 and fp32
+#   warprows    the warp kernel's schedules at 1024-65536 rows: persistent, two rows a lane group, and that in the
+#               lane groups 96 / 192 fill (WARP_WHOLE_LANES=2; its sweep and batch invariance with it on first)
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -111,7 +111,9 @@ for group in "$@"; do
       K="[96-bfloat16 or [192-bfloat16 or [192-float16 or [48-float32 or [96-float32 or a_rows_result"
       INDUCTOR_RMSNORM_TUNING=WARP_WHOLE_LANES=2 step warprows_tests 300 python3 -m pytest -q -p no:cacheprovider \
         $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py tests/test_hardening_cuda.py -k "$K"
-      warprows_variants=("" WARP_WHOLE_LANES=2 WARP_MANY_ROWS_WAVES=4 WARP_WHOLE_LANES=2,WARP_MANY_ROWS_WAVES=4)
+      # never / always the many-rows schedule, and always in whole lane groups: each split read off the table (a
+      # whole-lane block holds 2-4 times the rows, so at one row count it makes fewer waves)
+      warprows_variants=("" WARP_MANY_ROWS_WAVES=1000000 WARP_MANY_ROWS_WAVES=0 WARP_WHOLE_LANES=2,WARP_MANY_ROWS_WAVES=0)
       step warprows_bf16 200 python3 scripts/tune_kernels.py --variants "${warprows_variants[@]}" \
         --hidden 96 128 192 256 512 --tokens 1024 8192 16384 32768 65536
       step warprows_fp32 200 python3 scripts/tune_kernels.py --variants "${warprows_variants[@]}" --dtype float32 \
