@@ -72,11 +72,15 @@ struct FusedAddParams : Params {
 // (4 or 8 lanes of 3 vectors, WarpKernel::kUseWholeLanes) in both schedules, 2 in the many-rows schedule only; 0
 // keeps the power-of-two groups that cover them (16 or 32 lanes, a quarter idle).
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES
-#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 0
+#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 2
 #endif
-// The warp kernel's plain rows take its many-rows schedule (WarpRmsNorm) from this many waves of its blocks.
+// The warp kernel's plain rows take its many-rows schedule (WarpRmsNorm) from this many waves of its blocks, or,
+// where that schedule takes whole lane groups, from this many rows an SM.
 #ifndef INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES
 #define INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES 2
+#endif
+#ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM
+#define INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM 56
 #endif
 // The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes take a block per row once they fill
 // the GPU with that many waves of blocks. A block per row gives each thread at least this many 16-byte loads (x,
@@ -89,6 +93,12 @@ struct FusedAddParams : Params {
 #endif
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES 3
+#endif
+// CTA rows of one vector a thread with no block-per-row schedule (under 6 KiB moved, at most 256 threads) whose
+// block leaves a quarter of its lanes idle take the warp kernel, a vector slot a warp of the block, from this many
+// rows an SM; 0: never.
+#ifndef INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM
+#define INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM 16
 #endif
 // The two-pass kernel's blocks an SM for ptxas's register budget (__launch_bounds__): 0 leaves ptxas its own
 // heuristic, 1 or 2 bound it at 128 or 64 registers a thread; -1 takes the measured rule
@@ -326,6 +336,7 @@ constexpr int kMaxDevices = 64;
 enum class RowSplit {
   kNone,             // always FewRows
   kManyRowsByWaves,  // ManyRows once the rows fill the GPU with the class's kManyRowsWaves waves of its blocks
+  kManyRowsPerSm,    // ManyRows from the class's kManyRowsPerSm rows an SM
   kClusterFewRows,   // FewRows (a cluster per row) while the clusters' blocks number at most
                      // INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM per SM, where the GPU has clusters and the row
                      // more than one step; ManyRows otherwise
@@ -341,15 +352,19 @@ enum class RowSplit {
 //     the next row's loads in flight; a block per group of rows for the fused add;
 //   * many rows: a block per two groups of rows, each lane group loading both of its rows before it reduces
 //     the first.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
+// kSlotsApart: a lane's slots sum apart, each over the warp, and add up in slot order, as the CTA kernel's
+// warps do for a row of one vector a thread (block_sum), so the row's bits are the CTA kernel's.
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows,
+          bool kSlotsApart = false>
 struct WarpKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
-  // A row takes the power-of-two group of lanes that covers it, lanes past its end idle. With
-  // INDUCTOR_RMSNORM_WARP_WHOLE_LANES=1, plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold them whole,
-  // 3 vectors a lane. Measured on the H200 (run 16, docs/PERFORMANCE.md, bf16): faster at 8192-65536 rows (192 x
-  // 65536 15.20 -> 13.15 µs) but 0.1-0.4 µs slower at 1-1024 rows, where it fell behind Inductor at 7 points; so it
-  // stays off. The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
+  // A row takes the power-of-two group of lanes that covers it, lanes past its end idle; in the many-rows
+  // schedule (INDUCTOR_RMSNORM_WARP_WHOLE_LANES=2), plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold
+  // them whole, 3 vectors a lane. Measured on the H200 (docs/PERFORMANCE.md, bf16), whole lanes in the few-rows
+  // schedule (=1): faster at 8192-65536 rows (run 16, 192 x 65536 15.20 -> 13.15 µs) but 0.1-0.4 µs slower at
+  // 1-1024 rows, where it fell behind Inductor at 7 points, and at 96 x 2048-6144 (run 24, 1.89-2.10 against
+  // 1.60-1.96). The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
   // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
   static constexpr bool kUseWholeLanes =
@@ -451,32 +466,49 @@ struct WarpKernel {
   __device__ static void normalize_row(const KernelParams& p, InVec (&v)[kVecsPerLane],
                                        const InVec (&r)[kResidualVecs], const WVec (&w)[kVecsPerLane],
                                        int64_t row) {
-    float sum_sq = 0.f;
-    if (row < p.rows) {
-      if constexpr (kFusedAdd) detail::add_residual<WarpKernel>(v, r, p, row);
-      if constexpr (kFoldedSlots > 1) {
-        static_assert(kVecsPerLane <= kFoldedSlots && !kRagged, "a narrower group's slots fill it whole");
-        float slot_sums[kFoldedSlots] = {};
-#pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i) detail::add_squares(slot_sums[i], v[i]);
-#pragma unroll
-        for (int half = kFoldedSlots / 2; half > 0; half /= 2)
-#pragma unroll
-          for (int i = 0; i < half; ++i) slot_sums[i] += slot_sums[i + half];
-        sum_sq = slot_sums[0];
-      } else {
-#pragma unroll
-        for (int i = 0; i < kVecsPerLane; ++i)
-          if (owns(i)) detail::add_squares(sum_sq, v[i]);
-      }
-    }
-    sum_sq = detail::group_sum<kLanesPerRow>(sum_sq);
+    if constexpr (kFusedAdd)
+      if (row < p.rows) detail::add_residual<WarpKernel>(v, r, p, row);
+    const float sum_sq = row_sum_of_squares(v, row < p.rows);
     if (row < p.rows) {
       const float inv_rms = rsqrtf(sum_sq / kHidden + p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
       for (int i = 0; i < kVecsPerLane; ++i)
         if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
+    }
+  }
+
+  // The row's sum of squares over the lane group (every lane reaches the shuffles; a lane past the rows adds
+  // +0), in the order of the group that fixes the row's bits: the covering group's butterfly, which a narrower
+  // group reproduces by folding its slots (kFoldedSlots), or the CTA kernel's warps in slot order (kSlotsApart).
+  __device__ static float row_sum_of_squares(const InVec (&v)[kVecsPerLane], bool in_rows) {
+    if constexpr (kSlotsApart) {
+      static_assert(kLanesPerRow == 32, "a slot a warp of the CTA kernel");
+      float slot_sums[kVecsPerLane] = {};
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i)
+        if (in_rows && owns(i)) detail::add_squares(slot_sums[i], v[i]);
+      float sum_sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i) sum_sq += detail::group_sum<32>(slot_sums[i]);
+      return sum_sq;
+    } else if constexpr (kFoldedSlots > 1) {
+      static_assert(kVecsPerLane <= kFoldedSlots && !kRagged, "a narrower group's slots fill it whole");
+      float slot_sums[kFoldedSlots] = {};
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i)
+        if (in_rows) detail::add_squares(slot_sums[i], v[i]);
+#pragma unroll
+      for (int half = kFoldedSlots / 2; half > 0; half /= 2)
+#pragma unroll
+        for (int i = 0; i < half; ++i) slot_sums[i] += slot_sums[i + half];
+      return detail::group_sum<kLanesPerRow>(slot_sums[0]);
+    } else {
+      float sum_sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVecsPerLane; ++i)
+        if (in_rows && owns(i)) detail::add_squares(sum_sq, v[i]);
+      return detail::group_sum<kLanesPerRow>(sum_sq);
     }
   }
 
@@ -497,13 +529,21 @@ struct WarpKernel {
 // 256 35.39-35.67 against 33.81-33.97. From 4 to 8 passes 0-2 % apart (bf16 512 x 32768 17.45-17.53 against
 // 17.59-17.76), below that up to 19 % slower (bf16 512 x 8192 4.99 against 5.92). The fused add, already a block
 // per group of rows, lost with two rows a lane group (bf16 64 x 32768 5.36 against 5.79) and keeps one schedule.
+// Rows of 12 or 24 vectors take the many-rows schedule in the 4 or 8 lanes that hold them whole, 2-4 times the rows
+// a block, and from 56 rows an SM (7392 on the H200), far under 2 waves of those blocks. Measured there (run 24,
+// µs), against the few-rows schedule in covering groups: bf16 192 x 8192 2.80 against 3.33, x 65536 13.13 against
+// 15.50; bf16 96 x 65536 6.71 against 7.70; float32 48 x 32768 3.68 against 4.30; at 6144 rows 3-29 % slower
+// (bf16 96 2.54 against 1.96), at 8192 0-16 % faster but float32 48 (1.86 against 1.78).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
   using ManyRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
   using KernelParams = typename FewRows::KernelParams;
-  static constexpr RowSplit kRowSplit = kFusedAdd ? RowSplit::kNone : RowSplit::kManyRowsByWaves;
+  static constexpr RowSplit kRowSplit = kFusedAdd ? RowSplit::kNone
+                                        : ManyRows::kLanesPerRow < FewRows::kLanesPerRow ? RowSplit::kManyRowsPerSm
+                                                                                          : RowSplit::kManyRowsByWaves;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES;
+  static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -638,16 +678,33 @@ struct CtaKernel {
 // threads of two it wins (64.84; 1536 x 65536 96.80 against 100.43; float32 1024 x 32768 65.00 against 70.62;
 // run 22). 4 KiB rows lose (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in
 // both.
+// Rows of one vector a thread that move less, in blocks of up to 8 warps that leave a quarter of their lanes idle
+// (plain 16-bit 520-576, float32 260-288; with the residual add 16-bit 264-384 and 520-576, float32 260-288), take
+// the warp kernel from 16 rows an SM (INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM; 2112 on the H200). It holds the
+// block's warps as a lane's vector slots and adds them in the same order, so a row's bits are the CTA kernel's.
+// Measured on the H200 (run 24, µs), the CTA kernel against the warp kernel: plain bf16 520 x 2048 3.07 against
+// 2.61, x 65536 45.75 against 38.32; float32 260 x 2048 2.77 against 2.05; fused bf16 264 x 4096 4.75 against 3.88,
+// 384 x 2048 3.53 against 2.90, 520 x 65536 76.70 against 67.75; at 1024 rows up to 7 % slower (fused 264 2.17
+// against 2.31). Rows that fill their warps gained at some points and lost up to 38 % at others (plain bf16 1024
+// x 65536 67.44 against 71.29, float32 512 x 2048 2.92 against 3.97) and keep the CTA kernel.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
-  using ManyRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
-  using KernelParams = typename FewRows::KernelParams;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
+  static constexpr bool kBlockPerRow =
+      !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES;
+  static constexpr bool kWarpShaped = !FewRows::kLongRow && !kBlockPerRow && FewRows::kVecsPerThread == 1 &&
+                                      FewRows::kWarps <= 8 &&
+                                      4 * (FewRows::kThreads - FewRows::kVecsPerRow) >= FewRows::kThreads;
+  using ManyRows = std::conditional_t<kWarpShaped, WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false, true>,
+                                      CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>>;
+  using KernelParams = typename FewRows::KernelParams;
   static constexpr RowSplit kRowSplit =
-      !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES ? RowSplit::kManyRowsByWaves
-                                                                                      : RowSplit::kNone;
+      kBlockPerRow                                             ? RowSplit::kManyRowsByWaves
+      : kWarpShaped && INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM > 0 ? RowSplit::kManyRowsPerSm
+                                                               : RowSplit::kNone;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
+  static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1054,6 +1111,13 @@ cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream
     const cudaError_t err = kernel_launch_info<ManyRows>(device, &many_rows);
     if (err != cudaSuccess) return err;
     if (ManyRows::blocks_needed(p.rows) >= int64_t(Kernel::kManyRowsWaves) * many_rows->max_blocks)
+      return launch_kernel<ManyRows>(p, stream, device);
+    return launch_kernel<FewRows>(p, stream, device);
+  } else if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsPerSm) {
+    const DeviceLaunchInfo* few_rows = nullptr;
+    const cudaError_t err = kernel_launch_info<FewRows>(device, &few_rows);
+    if (err != cudaSuccess) return err;
+    if (p.rows >= int64_t(Kernel::kManyRowsPerSm) * few_rows->sms)
       return launch_kernel<ManyRows>(p, stream, device);
     return launch_kernel<FewRows>(p, stream, device);
   } else if constexpr (Kernel::kRowSplit == RowSplit::kClusterFewRows) {

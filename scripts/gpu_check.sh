@@ -15,8 +15,12 @@
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)
 #               against the default power-of-two groups with idle lanes, at 1-65536 rows (run 16)
-#   warprows    the warp kernel's schedules at 1024-65536 rows: persistent, two rows a lane group, and that in the
-#               lane groups 96 / 192 fill (WARP_WHOLE_LANES=2; its sweep and batch invariance with it on first)
+#   warprows    the warp kernel's plain rows of 96 / 192 bf16 and 48 / 96 float32 at 1024-65536 rows: the many-rows
+#               schedule in the lane groups they fill from 56 rows an SM (the default) against covering groups
+#               (WARP_WHOLE_LANES=0), whole lanes in both schedules (=1) and at every row count (ROWS_PER_SM=0)
+#   ctawarp     CTA rows of one vector a thread in blocks a quarter idle (plain 16-bit 520-576, float32 260-288;
+#               16-bit 264-384 and 520-576 with the residual add) on the warp kernel from 16 rows an SM (the
+#               default) against the CTA kernel (CTA_WARP_ROWS_PER_SM=0) and the warp kernel from 1 row an SM
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -31,7 +35,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes warprows registers cluster grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp registers cluster grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -107,17 +111,22 @@ for group in "$@"; do
     lanes)
       step lanes 200 python3 scripts/tune_kernels.py --variants "" WARP_WHOLE_LANES=1 --hidden 96 192 \
         --tokens 1 16 128 1024 8192 65536 ;;
-    warprows)  # the warp kernel's many-rows schedule in whole lane groups (WARP_WHOLE_LANES=2) and from 4 waves
-      K="[96-bfloat16 or [192-bfloat16 or [192-float16 or [48-float32 or [96-float32 or a_rows_result"
-      INDUCTOR_RMSNORM_TUNING=WARP_WHOLE_LANES=2 step warprows_tests 300 python3 -m pytest -q -p no:cacheprovider \
-        $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py tests/test_hardening_cuda.py -k "$K"
-      # never / always the many-rows schedule, and always in whole lane groups: each split read off the table (a
-      # whole-lane block holds 2-4 times the rows, so at one row count it makes fewer waves)
-      warprows_variants=("" WARP_MANY_ROWS_WAVES=1000000 WARP_MANY_ROWS_WAVES=0 WARP_WHOLE_LANES=2,WARP_MANY_ROWS_WAVES=0)
-      step warprows_bf16 200 python3 scripts/tune_kernels.py --variants "${warprows_variants[@]}" \
-        --hidden 96 128 192 256 512 --tokens 1024 8192 16384 32768 65536
+    warprows)
+      warprows_variants=("" WARP_WHOLE_LANES=0 WARP_WHOLE_LANES=1 WARP_WHOLE_LANES_ROWS_PER_SM=0)
+      T="1024 2048 4096 6144 8192 12288 16384 32768 65536"
+      step warprows_bf16 200 python3 scripts/tune_kernels.py --variants "${warprows_variants[@]}" --hidden 96 192 \
+        --tokens $T
       step warprows_fp32 200 python3 scripts/tune_kernels.py --variants "${warprows_variants[@]}" --dtype float32 \
-        --hidden 48 96 128 256 --tokens 1024 8192 16384 32768 65536 ;;
+        --hidden 48 96 --tokens $T ;;
+    ctawarp)
+      ctawarp_variants=("" CTA_WARP_ROWS_PER_SM=0 CTA_WARP_ROWS_PER_SM=1)
+      T="128 1024 2048 4096 8192 16384 32768 65536"
+      step ctawarp_bf16 200 python3 scripts/tune_kernels.py --variants "${ctawarp_variants[@]}" --hidden 520 576 \
+        --tokens $T
+      step ctawarp_fp32 200 python3 scripts/tune_kernels.py --variants "${ctawarp_variants[@]}" --dtype float32 \
+        --hidden 260 288 --tokens $T
+      step ctawarp_fused 200 python3 scripts/tune_kernels.py --fused-add --variants "${ctawarp_variants[@]}" \
+        --hidden 264 384 520 576 --tokens $T ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
@@ -146,7 +155,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, warprows, registers, cluster, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, warprows, ctawarp, registers, cluster, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status
