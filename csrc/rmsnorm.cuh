@@ -98,7 +98,7 @@ struct FusedAddParams : Params {
 // block leaves a quarter of its lanes idle take the warp kernel, a vector slot a warp of the block, from this many
 // rows an SM; 0: never.
 #ifndef INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM
-#define INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM 16
+#define INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM 8
 #endif
 // The two-pass kernel's blocks an SM for ptxas's register budget (__launch_bounds__): 0 leaves ptxas its own
 // heuristic, 1 or 2 bound it at 128 or 64 registers a thread; -1 takes the measured rule
@@ -680,13 +680,15 @@ struct CtaKernel {
 // both.
 // Rows of one vector a thread that move less, in blocks of up to 8 warps that leave a quarter of their lanes idle
 // (plain 16-bit 520-576, float32 260-288; with the residual add 16-bit 264-384 and 520-576, float32 260-288), take
-// the warp kernel from 16 rows an SM (INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM; 2112 on the H200). It holds the
+// the warp kernel from 8 rows an SM (INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM; 1056 on the H200). It holds the
 // block's warps as a lane's vector slots and adds them in the same order, so a row's bits are the CTA kernel's.
-// Measured on the H200 (run 24, µs), the CTA kernel against the warp kernel: plain bf16 520 x 2048 3.07 against
-// 2.61, x 65536 45.75 against 38.32; float32 260 x 2048 2.77 against 2.05; fused bf16 264 x 4096 4.75 against 3.88,
-// 384 x 2048 3.53 against 2.90, 520 x 65536 76.70 against 67.75; at 1024 rows up to 7 % slower (fused 264 2.17
-// against 2.31). Rows that fill their warps gained at some points and lost up to 38 % at others (plain bf16 1024
-// x 65536 67.44 against 71.29, float32 512 x 2048 2.92 against 3.97) and keep the CTA kernel.
+// Measured on the H200 (run 24, µs), the CTA kernel against the warp kernel: plain bf16 520 x 2048 2.84-3.07
+// against 2.40-2.61, x 65536 39.08-45.75 against 37.80-38.32; float32 260 x 2048 2.77 against 2.02-2.05; fused bf16
+// 264 x 65536 43.46 against 37.59, 384 x 2048 3.36-3.53 against 2.84-2.90; slower at a few points (fused bf16 520
+// x 2048 3.54 against 3.79, plain 576 x 65536 40.16 against 42.79). At 1024 rows it went from 12 % faster to 13 %
+// slower (float32 260 1.97 against 1.74, plain bf16 576 1.95 against 2.21). Rows that fill their warps gained at
+// some points and lost up to 38 % at others (plain bf16 1024 x 65536 67.44 against 71.29, float32 512 x 2048 2.92
+// against 3.97) and keep the CTA kernel.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;

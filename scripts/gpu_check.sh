@@ -19,7 +19,7 @@
 #               schedule in the lane groups they fill from 56 rows an SM (the default) against covering groups
 #               (WARP_WHOLE_LANES=0), whole lanes in both schedules (=1) and at every row count (ROWS_PER_SM=0)
 #   ctawarp     CTA rows of one vector a thread in blocks a quarter idle (plain 16-bit 520-576, float32 260-288;
-#               16-bit 264-384 and 520-576 with the residual add) on the warp kernel from 16 rows an SM (the
+#               16-bit 264-384 and 520-576 with the residual add) on the warp kernel from 8 rows an SM (the
 #               default) against the CTA kernel (CTA_WARP_ROWS_PER_SM=0) and the warp kernel from 1 row an SM
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
@@ -66,12 +66,14 @@ for group in "$@"; do
       step tests 560 python3 -m pytest -q -p no:cacheprovider $workers -rs tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
-      # memcheck in 11 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
+      # memcheck in 12 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
       # sizes in 8 shards, and the many-rows schedules at rows past their splits on an H200: the warp kernel's
-      # two rows a lane group (8: a lane a row; 200: ragged whole warps) and the CTA kernel's block per row in
-      # half its threads (1536, 2040 in 16-bit types)
+      # two rows a lane group (8: a lane a row; 200: ragged whole warps; 96, 192: whole lane groups), the CTA
+      # kernel's block per row in half its threads (1536, 2040 in 16-bit types) and its rows on the warp kernel
+      # (260-576)
       memcheck_runs=("--shard 0/8" "--shard 1/8" "--shard 2/8" "--shard 3/8" "--shard 4/8" "--shard 5/8" "--shard 6/8"
-        "--shard 7/8" "--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403")
+        "--shard 7/8" "--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403"
+        "--sizes 96 192 260 264 384 520 576 --tokens 8447")
       gpus=$(nvidia-smi -L | wc -l) pids=()
       for i in "${!memcheck_runs[@]}"; do
         CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$i" 400 \

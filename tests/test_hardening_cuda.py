@@ -73,7 +73,7 @@ def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     #   and 192 bf16 in the lane groups they fill;
     # - 64 for the CTA kernel's block per row: rows moving 6 KiB (all here from 1536), from 3 waves of its blocks
     #   (12-63 rows an SM here); 2048 bf16 and 1536 fp16 in half the threads of the persistent schedule, two
-    #   vectors each; 16 for rows of one vector a thread that take the warp kernel;
+    #   vectors each; 8 for rows of one vector a thread that take the warp kernel;
     # - wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a
     #   cluster per row.
     rows_per_sm = 512 if kernel_for(hidden, dtype) == "warp" else 64
