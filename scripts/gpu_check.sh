@@ -70,10 +70,10 @@ for group in "$@"; do
       # sizes in 8 shards, and the many-rows schedules at rows past their splits on an H200: the warp kernel's
       # two rows a lane group (8: a lane a row; 200: ragged whole warps; 96, 192: whole lane groups), the CTA
       # kernel's block per row in half its threads (1536, 2040 in 16-bit types) and its rows on the warp kernel
-      # (260-576)
+      # (264-576; 288 float32)
       memcheck_runs=("--shard 0/8" "--shard 1/8" "--shard 2/8" "--shard 3/8" "--shard 4/8" "--shard 5/8" "--shard 6/8"
         "--shard 7/8" "--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403"
-        "--sizes 96 192 260 264 384 520 576 --tokens 8447")
+        "--sizes 96 192 264 288 384 520 576 --tokens 8447")
       gpus=$(nvidia-smi -L | wc -l) pids=()
       for i in "${!memcheck_runs[@]}"; do
         CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$i" 400 \

@@ -38,9 +38,10 @@ def tokens_for(hidden):
 
 
 def plain_tokens_for(hidden, dtype):
-    # The warp kernel's plain rows take a second schedule from 2 waves of its blocks of two rows a lane group: 64
-    # MiB of rows is past that on an H200 for every row size (at most 8 blocks an SM, each of 8 warps, whose lane
-    # groups are a power of two at least as wide as a row's vectors), and ends in a partly filled block.
+    # The warp kernel's plain rows take a second schedule from 2 waves of its blocks of two rows a lane group (rows
+    # of 12 or 24 vectors from 56 rows an SM): 64 MiB of rows is past that on an H200 for every row size (at most
+    # 8 blocks an SM, each of 8 warps, whose lane groups are at least a third as wide as a row's vectors), and
+    # ends in a partly filled block. 8200 rows are past the split of CTA rows onto the warp kernel (8 an SM).
     if kernel_for(hidden, dtype) != "warp":
         return tokens_for(hidden)
     return [*tokens_for(hidden), 2**26 // (hidden * dtype.itemsize) + 3]
