@@ -532,8 +532,9 @@ struct WarpKernel {
 // Rows of 12 or 24 vectors take the many-rows schedule in the 4 or 8 lanes that hold them whole, 2-4 times the rows
 // a block, and from 56 rows an SM (7392 on the H200), far under 2 waves of those blocks. Measured there (run 24,
 // µs), against the few-rows schedule in covering groups: bf16 192 x 8192 2.80 against 3.33, x 65536 13.13 against
-// 15.50; bf16 96 x 65536 6.71 against 7.70; float32 48 x 32768 3.68 against 4.30; at 6144 rows 3-29 % slower
-// (bf16 96 2.54 against 1.96), at 8192 0-16 % faster but float32 48 (1.86 against 1.78).
+// 15.50; bf16 96 x 65536 6.71 against 7.70; float32 48 x 32768 3.68 against 4.30. At 6144 rows 3-30 % slower at
+// three sizes (bf16 96 2.54 against 1.96); at 8192 11-16 % faster at bf16 192, within 3 % at 96, 4-9 % slower at
+// float32 48 (1.86-1.94 against 1.78).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
   using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
