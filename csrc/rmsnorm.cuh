@@ -75,7 +75,8 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES 2
 #endif
 // The warp kernel's plain rows take its many-rows schedule (WarpRmsNorm) from this many waves of its blocks, or,
-// where that schedule takes whole lane groups, from this many rows an SM.
+// where that schedule takes whole lane groups, from this many rows an SM (0: at every row count;
+// INDUCTOR_RMSNORM_WARP_WHOLE_LANES=0 gives those rows covering groups and the rule by waves).
 #ifndef INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES
 #define INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES 2
 #endif
@@ -346,7 +347,8 @@ enum class RowSplit {
 // Warp kernel: a group of lanes normalises one row (a whole warp for 256 16-bit elements, 8 lanes for 64, one
 // lane for 8), so every lane moves 16 bytes per access even for the smallest rows; several warps per block.
 // Groups are a power of two of lanes (they tile the warp); a row of another vector count either fills a narrower
-// group whole (kUseWholeLanes, off by default) or leaves a group's last lanes idle on its last slot (`owns`).
+// group whole (kUseWholeLanes: by default rows of 12 or 24 vectors in the many-rows schedule) or leaves a group's
+// last lanes idle on its last slot (`owns`).
 // Two schedules of the same arithmetic (WarpRmsNorm picks one by row count):
 //   * few rows (kManyRows false): a persistent grid for the plain norm, each lane group looping over rows with
 //     the next row's loads in flight; a block per group of rows for the fused add;
