@@ -83,6 +83,16 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM
 #define INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM 56
 #endif
+// The warp kernel's fused-add rows take a block per group of rows from this many rows an SM (2112 rows on an
+// H200), the persistent grid below (0: a block per group of rows at every row count).
+#ifndef INDUCTOR_RMSNORM_WARP_FUSED_ROWS_PER_SM
+#define INDUCTOR_RMSNORM_WARP_FUSED_ROWS_PER_SM 16
+#endif
+// The warp kernel's blocks at few rows: 1 launches them with fewer warps (down to one), so that they spread over the
+// SMs (WarpKernel::block_warps), 0 always with all 8, -1 by the measured rule (WarpKernel::kSpreadBlocks).
+#ifndef INDUCTOR_RMSNORM_WARP_SPREAD
+#define INDUCTOR_RMSNORM_WARP_SPREAD -1
+#endif
 // The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes take a block per row once they fill
 // the GPU with that many waves of blocks. A block per row gives each thread at least this many 16-byte loads (x,
 // and the residual for the fused add), in fewer threads where the row would give it fewer.
@@ -349,15 +359,16 @@ enum class RowSplit {
 // Groups are a power of two of lanes (they tile the warp); a row of another vector count either fills a narrower
 // group whole (kUseWholeLanes: by default rows of 12 or 24 vectors in the many-rows schedule) or leaves a group's
 // last lanes idle on its last slot (`owns`).
-// Two schedules of the same arithmetic (WarpRmsNorm picks one by row count):
-//   * few rows (kManyRows false): a persistent grid for the plain norm, each lane group looping over rows with
-//     the next row's loads in flight; a block per group of rows for the fused add;
-//   * many rows: a block per two groups of rows, each lane group loading both of its rows before it reduces
-//     the first.
+// Three schedules of the same arithmetic (WarpRmsNorm and CtaRmsNorm pick one by row count):
+enum class WarpSchedule {
+  kPersistent,     // a persistent grid, each lane group looping over rows with the next row's loads in flight
+  kBlockPerRows,   // a block per group of rows, each lane group one row
+  kTwoRowsAtOnce,  // a block per two groups of rows, each lane group loading both before it reduces the first
+};
 // kSlotsApart: a lane's slots sum apart, each over the warp, and add up in slot order, as the CTA kernel's
 // warps do for a row of one vector a thread (block_sum), so the row's bits are the CTA kernel's.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows,
-          bool kSlotsApart = false>
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd,
+          WarpSchedule kSchedule, bool kSlotsApart = false>
 struct WarpKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
@@ -370,7 +381,8 @@ struct WarpKernel {
   // at 1024-8192 rows.
   static constexpr int kWholeLanes = detail::whole_lanes(kVecsPerRow);
   static constexpr bool kUseWholeLanes =
-      (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 1 || (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 2 && kManyRows)) &&
+      (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 1 ||
+       (INDUCTOR_RMSNORM_WARP_WHOLE_LANES == 2 && kSchedule == WarpSchedule::kTwoRowsAtOnce)) &&
       !kFusedAdd && kWholeLanes >= 4 && kWholeLanes <= 8;
   static constexpr int kCoveringLanes = kVecsPerRow < 32 ? detail::next_power_of_two(kVecsPerRow) : 32;
   static constexpr int kLanesPerRow = kUseWholeLanes ? kWholeLanes : kCoveringLanes;
@@ -381,20 +393,16 @@ struct WarpKernel {
   static constexpr int kFoldedSlots = kCoveringLanes / kLanesPerRow;
   static constexpr bool kRagged = kLanesPerRow * kVecsPerLane != kVecsPerRow;
   static constexpr int kRowsPerWarp = 32 / kLanesPerRow;
-  static constexpr int kWarps = 8;
+  static constexpr int kWarps = 8;  // at most: see block_warps
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kRowsPerBlock = kRowsPerWarp * kWarps;
-  static constexpr int kRowsAtOnce = kManyRows ? 2 : 1;
+  static constexpr int kRowsAtOnce = kSchedule == WarpSchedule::kTwoRowsAtOnce ? 2 : 1;
+  static constexpr int kRowsPerWarpPass = kRowsPerWarp * kRowsAtOnce;  // a warp's rows in a pass of its loop
   // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
-  // A persistent grid with the next row in flight for the plain norm; a block per group of rows for the fused
-  // add, whose lanes already load two vectors a row (x and the residual). Measured on the H200 (run 15,
-  // docs/PERFORMANCE.md, bf16, 64-256 x 8192-65536 rows), a block per group of rows against persistent: the
-  // fused add 2-12 % faster at 8 of 9 points (256 x 65536: 33.4 against 37.4 µs), 4 % slower at 64 x 32768;
-  // the plain norm 5-6 % slower at 3 of 9. Only grids of more rows than the GPU holds at once differ, and a
-  // row's arithmetic is the same in both.
-  static constexpr bool kPersistentGrid = !kManyRows && persistent_or(!kFusedAdd);
+  // (INDUCTOR_RMSNORM_PERSISTENT=0 / 1 turns either one-row schedule into the other, for tuning.)
+  static constexpr bool kPersistentGrid =
+      kSchedule != WarpSchedule::kTwoRowsAtOnce && persistent_or(kSchedule == WarpSchedule::kPersistent);
   // Whole-lane rows already keep 3 vectors a lane in flight: the next row's loads gained 1-2 % at fp16 192 x
   // 8192-65536 and 6 % at 1024 rows (run 16), and without them the fp16 Gemma instance fits in registers (ptxas
   // spilled 8 bytes with them).
@@ -427,8 +435,8 @@ struct WarpKernel {
     // The persistent grid with the next row in flight: this lane's next row is loaded before this one is reduced
     // and stored. The loop bound is uniform over the warp so every lane reaches the shuffles; rows past the end
     // are masked.
-    const int64_t row_step = int64_t(gridDim.x) * kRowsPerBlock;
-    int64_t first = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
+    const int64_t row_step = int64_t(gridDim.x) * rows_per_block();
+    int64_t first = int64_t(blockIdx.x) * rows_per_block() + warp * kRowsPerWarp;
     InVec v[kVecsPerLane];
     InVec r[kResidualVecs];  // the residual row (fused-add variant only)
     detail::load_operands<WarpKernel>(v, r, p, first + group);
@@ -445,11 +453,11 @@ struct WarpKernel {
     }
   }
 
-  // Without a next row in flight (the many-rows schedule, the fused add, whole-lane rows, PREFETCH=0), each lane
+  // Without a next row in flight (a block per group of rows or two, whole-lane rows, PREFETCH=0), each lane
   // group loads kRowsAtOnce rows, a block's rows apart, before it reduces the first: the block covers kRowsAtOnce *
-  // kRowsPerBlock consecutive rows (a pass of the loop, which covers rows past the largest grid).
+  // rows_per_block() consecutive rows (a pass of the loop, which covers rows past the largest grid).
   __device__ static void rows_at_once(const KernelParams& p, const WVec (&w)[kVecsPerLane], int group, int warp) {
-    const int64_t block_rows = int64_t(kRowsPerBlock) * kRowsAtOnce;
+    const int64_t block_rows = int64_t(rows_per_block()) * kRowsAtOnce;
     const int64_t row_step = int64_t(gridDim.x) * block_rows;
     for (int64_t first = int64_t(blockIdx.x) * block_rows + warp * kRowsPerWarp; first < p.rows;
          first += row_step) {
@@ -457,9 +465,9 @@ struct WarpKernel {
       InVec r[kRowsAtOnce][kResidualVecs];
 #pragma unroll
       for (int k = 0; k < kRowsAtOnce; ++k)
-        detail::load_operands<WarpKernel>(v[k], r[k], p, first + group + k * kRowsPerBlock);
+        detail::load_operands<WarpKernel>(v[k], r[k], p, first + group + k * rows_per_block());
 #pragma unroll
-      for (int k = 0; k < kRowsAtOnce; ++k) normalize_row(p, v[k], r[k], w, first + group + k * kRowsPerBlock);
+      for (int k = 0; k < kRowsAtOnce; ++k) normalize_row(p, v[k], r[k], w, first + group + k * rows_per_block());
     }
   }
 
@@ -519,8 +527,28 @@ struct WarpKernel {
     return !kRagged || int(threadIdx.x % kLanesPerRow) + slot * kLanesPerRow < kVecsPerRow;
   }
 
-  static int64_t blocks_needed(int64_t rows) {
-    return (rows + kRowsPerBlock * kRowsAtOnce - 1) / (kRowsPerBlock * kRowsAtOnce);
+  // The rows a block serves at once: its warps' (as launched, block_warps) groups.
+  __device__ static int rows_per_block() { return kRowsPerWarp * int(blockDim.x / 32); }
+
+  // Where lanes hold two vectors or more of a row, few rows launch in blocks of fewer warps, down to one, so that
+  // they spread over the SMs rather than queue in a few. Measured on the H200 (docs/PERFORMANCE.md, run 25, plain
+  // bf16, µs), blocks of 8 warps against 1: 512 x 16 1.27 against 1.12, x 128 1.41 against 1.14; at 8-64 rows
+  // 0.07-0.25 faster in each of three calls. At 1024 rows 1 warp a block was slower (2.12 against 1.66), so blocks
+  // shrink only below a block of 8 warps an SM. Rows of one vector a lane gained nothing (the same or up to 0.16
+  // slower). A row's arithmetic is the same in any block.
+  static constexpr bool kSpreadBlocks = switch_or(INDUCTOR_RMSNORM_WARP_SPREAD, kVecsPerLane >= 2);
+
+  // The warps a block of a launch over `rows` has: all kWarps from a block of them an SM on, fewer below where
+  // blocks spread.
+  static int block_warps(int64_t rows, int sms) {
+    if (!kSpreadBlocks) return kWarps;
+    const int64_t warps_needed = (rows + kRowsPerWarpPass - 1) / kRowsPerWarpPass;
+    const int64_t warps_per_sm = (warps_needed + sms - 1) / sms;
+    return warps_per_sm >= kWarps ? kWarps : warps_per_sm < 1 ? 1 : int(warps_per_sm);
+  }
+  static int64_t blocks_needed(int64_t rows, int warps = kWarps) {
+    const int64_t block_rows = int64_t(kRowsPerWarpPass) * warps;
+    return (rows + block_rows - 1) / block_rows;
   }
 };
 
@@ -529,24 +557,32 @@ struct WarpKernel {
 // run 23, plain, µs at 65536 rows over three runs), the persistent grid against two rows a lane group: bf16 512
 // 35.99-36.57 against 34.11-34.41 (87 -> 92-93 % of copy), bf16 256 17.97-18.07 against 17.31-17.57, float32
 // 256 35.39-35.67 against 33.81-33.97. From 4 to 8 passes 0-2 % apart (bf16 512 x 32768 17.45-17.53 against
-// 17.59-17.76), below that up to 19 % slower (bf16 512 x 8192 4.99 against 5.92). The fused add, already a block
-// per group of rows, lost with two rows a lane group (bf16 64 x 32768 5.36 against 5.79) and keeps one schedule.
+// 17.59-17.76), below that up to 19 % slower (bf16 512 x 8192 4.99 against 5.92).
 // Rows of 12 or 24 vectors take the many-rows schedule in the 4 or 8 lanes that hold them whole, 2-4 times the rows
 // a block, and from 56 rows an SM (7392 on the H200), far under 2 waves of those blocks. Measured there (run 24,
 // µs), against the few-rows schedule in covering groups: bf16 192 x 8192 2.80 against 3.33, x 65536 13.13 against
 // 15.50; bf16 96 x 65536 6.71 against 7.70; float32 48 x 32768 3.68 against 4.30. At 6144 rows 3-30 % slower at
 // three sizes (bf16 96 2.54 against 1.96); at 8192 11-16 % faster at bf16 192, within 3 % at 96, 4-9 % slower at
 // float32 48 (1.86-1.94 against 1.78).
+// The fused add's rows take the persistent grid below 16 rows an SM and a block per group of rows from there: at
+// 8192-65536 rows that was 2-12 % faster than the persistent grid at 8 of 9 points (run 15, bf16 256 x 65536 33.4
+// against 37.4 µs), and two rows a lane group lost (bf16 64 x 32768 5.36 against 5.79). Below, the persistent grid
+// was faster at bf16 64 / 128 / 256 (run 26, two calls, µs, against a block per group of rows: bf16 256 x 1
+// 0.96 against 1.21, x 128 1.22 against 1.36, x 1024 1.81 against 2.02; 128 x 16 1.14 against 1.32), within 0.1
+// at bf16 96 / 192 and float32 32 / 64 / 128, and 0.05-0.14 slower at float32 48 (0.94 against 0.87 at one row);
+// from 32 rows an SM it lost (bf16 256 x 4096 3.88 against 3.50).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
 struct WarpRmsNorm {
-  using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
-  using ManyRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>;
+  using FewRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, WarpSchedule::kPersistent>;
+  using ManyRows = WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd,
+                              kFusedAdd ? WarpSchedule::kBlockPerRows : WarpSchedule::kTwoRowsAtOnce>;
   using KernelParams = typename FewRows::KernelParams;
-  static constexpr RowSplit kRowSplit = kFusedAdd ? RowSplit::kNone
-                                        : ManyRows::kLanesPerRow < FewRows::kLanesPerRow ? RowSplit::kManyRowsPerSm
-                                                                                          : RowSplit::kManyRowsByWaves;
+  static constexpr RowSplit kRowSplit = kFusedAdd || ManyRows::kLanesPerRow < FewRows::kLanesPerRow
+                                            ? RowSplit::kManyRowsPerSm
+                                            : RowSplit::kManyRowsByWaves;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_WARP_MANY_ROWS_WAVES;
-  static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM;
+  static constexpr int kManyRowsPerSm =
+      kFusedAdd ? INDUCTOR_RMSNORM_WARP_FUSED_ROWS_PER_SM : INDUCTOR_RMSNORM_WARP_WHOLE_LANES_ROWS_PER_SM;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -592,7 +628,6 @@ struct CtaKernel {
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kRowsPerBlock = 1;
   // Measured on the H200 (run 10, docs/PERFORMANCE.md): evict-first hints made the fused variant 5-7 % slower
   // at 32768 tokens and gained nothing elsewhere.
   static constexpr bool kEvictFirst = streaming_or(false);
@@ -698,16 +733,22 @@ struct CtaRmsNorm {
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
   static constexpr bool kBlockPerRow =
       !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES;
-  static constexpr bool kWarpShaped = !FewRows::kLongRow && !kBlockPerRow && FewRows::kVecsPerThread == 1 &&
-                                      FewRows::kWarps <= 8 &&
-                                      4 * (FewRows::kThreads - FewRows::kVecsPerRow) >= FewRows::kThreads;
-  using ManyRows = std::conditional_t<kWarpShaped, WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false, true>,
+  // Rows of one vector a thread in 2-8 warps with a quarter of the lanes idle: many of them take the warp kernel
+  // (above), in whole warps, the fused add's a block per group of rows as in the warp class. (Rows of one warp or
+  // less are the warp class's; tune_kernels.py's class=cta builds them here, one block a row throughout.)
+  static constexpr bool kManyRowsOnWarpKernel =
+      !FewRows::kLongRow && !kBlockPerRow && FewRows::kVecsPerThread == 1 && FewRows::kVecsPerRow > 32 &&
+      FewRows::kWarps <= 8 && 4 * (FewRows::kThreads - FewRows::kVecsPerRow) >= FewRows::kThreads;
+  using ManyRows = std::conditional_t<kManyRowsOnWarpKernel,
+                                      WarpKernel<kHidden, TIn, TW, TOut, F, kFusedAdd,
+                                                 kFusedAdd ? WarpSchedule::kBlockPerRows : WarpSchedule::kPersistent,
+                                                 true>,
                                       CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>>;
   using KernelParams = typename FewRows::KernelParams;
   static constexpr RowSplit kRowSplit =
-      kBlockPerRow                                             ? RowSplit::kManyRowsByWaves
-      : kWarpShaped && INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM > 0 ? RowSplit::kManyRowsPerSm
-                                                               : RowSplit::kNone;
+      kBlockPerRow                                                       ? RowSplit::kManyRowsByWaves
+      : kManyRowsOnWarpKernel && INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM > 0 ? RowSplit::kManyRowsPerSm
+                                                                         : RowSplit::kNone;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
   static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM;
 };
@@ -764,7 +805,6 @@ struct TwoPassRmsNorm {
   static constexpr int kLoopGroup = kKeepLastGroup || kSteps % kGroup == 0 ? kGroup : 1;
   // The steps the second pass reads again.
   static constexpr int kRereadSteps = kSteps - kKeptSteps;
-  static constexpr int kRowsPerBlock = 1;
   // float32 rows: one block an SM in __launch_bounds__, which lets ptxas use up to 128 registers, and it keeps
   // more loads in flight (run 21, 8192 rows: 32768 582 -> 525 µs, fused 36864 1363 -> 1214); 16-bit rows lost
   // with it (bf16 32768 264 -> 308), so they keep ptxas's own choice.
@@ -934,7 +974,6 @@ struct ClusterRmsNorm {
   static constexpr int kWarps = TwoPass::kWarps;
   static constexpr int kUnroll = TwoPass::kUnroll;
   static constexpr int kClusterSize = TwoPass::kSteps;
-  static constexpr int kRowsPerBlock = 1;
   // Few rows: L2 has nothing to keep for a second pass, so no cache hint on y unless the switch forces one.
   static constexpr bool kEvictFirst = streaming_or(false);
   static constexpr bool kPersistentGrid = false;
@@ -1068,6 +1107,13 @@ cudaError_t kernel_launch_info(int device, const DeviceLaunchInfo** info) {
                             &devices[device]);
 }
 
+// Whether `Kernel` launches blocks of as many warps as its rows need (WarpKernel::block_warps) rather than
+// kThreads threads.
+template <typename Kernel, typename = void>
+struct HasBlockWarps : std::false_type {};
+template <typename Kernel>
+struct HasBlockWarps<Kernel, std::void_t<decltype(Kernel::block_warps(0, 1))>> : std::true_type {};
+
 // Blocks a cluster of `Kernel` has: ClusterRmsNorm's kClusterSize, 1 for the others.
 template <typename Kernel, typename = void>
 struct ClusterSize : std::integral_constant<int, 1> {};
@@ -1082,13 +1128,23 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
   const DeviceLaunchInfo* info = nullptr;
   cudaError_t err = kernel_launch_info<Kernel>(device, &info);
   if (err != cudaSuccess) return err;
-  const int grid = grid_size(*info, Kernel::kPersistentGrid, Kernel::blocks_needed(p.rows));
+  int threads = Kernel::kThreads;
+  int64_t blocks_needed = 0;
+  if constexpr (HasBlockWarps<Kernel>::value) {
+    const int warps = Kernel::block_warps(p.rows, info->sms);
+    threads = 32 * warps;
+    blocks_needed = Kernel::blocks_needed(p.rows, warps);
+  } else {
+    blocks_needed = Kernel::blocks_needed(p.rows);
+  }
+  // Fewer threads a block only where there are fewer blocks than SMs, under the persistent cap.
+  const int grid = grid_size(*info, Kernel::kPersistentGrid, blocks_needed);
   const bool programmatic = kProgrammaticLaunch && info->programmatic;
   if (programmatic || kCluster > 1) {
     cudaLaunchAttribute attributes[2] = {};
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(grid);
-    config.blockDim = dim3(Kernel::kThreads);
+    config.blockDim = dim3(threads);
     config.stream = stream;
     config.attrs = attributes;
     if (programmatic) {
@@ -1101,7 +1157,7 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
     }
     return cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
   }
-  rms_norm_kernel<Kernel><<<grid, Kernel::kThreads, 0, stream>>>(p);
+  rms_norm_kernel<Kernel><<<grid, threads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

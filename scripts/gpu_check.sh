@@ -21,6 +21,8 @@
 #   ctawarp     CTA rows of one vector a thread in blocks a quarter idle (plain 16-bit 520-576, float32 260-288;
 #               16-bit 264-384 and 520-576 with the residual add) on the warp kernel from 8 rows an SM (the
 #               default) against the CTA kernel (CTA_WARP_ROWS_PER_SM=0) and the warp kernel from 1 row an SM
+#   fusedfew    the residual add + norm's warp-kernel rows (16-bit 64-256, float32 32-128) at 1-2048 rows against the
+#               CTA kernel (one block a row), which read 0.11-0.31 µs faster at 1-128 rows of 256 bf16 in run 25
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -35,7 +37,7 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp registers cluster grid ncu"; exit 2; }
+[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp fusedfew registers cluster grid ncu"; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -66,14 +68,16 @@ for group in "$@"; do
       step tests 560 python3 -m pytest -q -p no:cacheprovider $workers -rs tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
-      # memcheck in 12 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
+      # memcheck in 13 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
       # sizes in 8 shards, and the many-rows schedules at rows past their splits on an H200: the warp kernel's
       # two rows a lane group (8: a lane a row; 200: ragged whole warps; 96, 192: whole lane groups), the CTA
       # kernel's block per row in half its threads (1536, 2040 in 16-bit types) and its rows on the warp kernel
-      # (264-576; 288 float32)
+      # (264-576; 288 float32); the warp kernel's few rows of two vectors a lane in blocks of 3 warps on an H200
+      # (136 float32, 264 and 512 16-bit)
       memcheck_runs=("--shard 0/8" "--shard 1/8" "--shard 2/8" "--shard 3/8" "--shard 4/8" "--shard 5/8" "--shard 6/8"
         "--shard 7/8" "--sizes 8 --tokens 1100003" "--sizes 200 --tokens 34003" "--sizes 1536 2040 --tokens 6403"
-        "--sizes 96 192 264 288 384 520 576 --tokens 8447")
+        "--sizes 96 192 264 288 384 520 576 --tokens 8447"
+        "--sizes 136 264 512 --tokens 391")
       gpus=$(nvidia-smi -L | wc -l) pids=()
       for i in "${!memcheck_runs[@]}"; do
         CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "memcheck_$i" 400 \
@@ -129,6 +133,12 @@ for group in "$@"; do
         --hidden 260 288 --tokens $T
       step ctawarp_fused 200 python3 scripts/tune_kernels.py --fused-add --variants "${ctawarp_variants[@]}" \
         --hidden 264 384 520 576 --tokens $T ;;
+    fusedfew)
+      T="1 8 16 32 64 128 256 512 1024 2048"
+      step fusedfew_bf16 300 python3 scripts/tune_kernels.py --fused-add --variants "" class=cta \
+        --hidden 64 96 128 192 256 --tokens $T
+      step fusedfew_fp32 200 python3 scripts/tune_kernels.py --fused-add --variants "" class=cta --dtype float32 \
+        --hidden 32 64 128 --tokens $T ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
@@ -157,7 +167,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, warprows, ctawarp, registers, cluster, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, warprows, ctawarp, fusedfew, registers, cluster, grid, ncu)"; exit 2 ;;
   esac
 done
 exit $status

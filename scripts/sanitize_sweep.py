@@ -10,7 +10,7 @@ against the reference.
 (`--sizes 520 4096 8192 12288 12296 24576 40960 --tokens 7`; at so few rows the wide sizes take a cluster per row,
 and scripts/sanitize_two_pass.py covers the two-pass kernel). Under memcheck one process takes over 200 s on an
 H200: `--shard K/N` splits the sizes over N processes (scripts/gpu_check.sh runs 8, spread over the GPUs, and
-four more at row counts past the many-rows splits: `--sizes 8 --tokens 1100003` and the like).
+five more at row counts that reach the other schedules: `--sizes 8 --tokens 1100003` and the like).
 """
 
 from __future__ import annotations
