@@ -105,6 +105,8 @@ def main() -> int:
             inputs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(buffers)]
             residuals = [torch.randn_like(x) for x in inputs] if args.fused_add else None
             out, residual_out = torch.empty_like(inputs[0]), torch.empty_like(inputs[0])
+            checked_operands = (inputs[0],) if residuals is None else (inputs[0], residuals[0])
+            checked_outputs = out if residuals is None else (out, residual_out)
             tiny = torch.ones(1, device="cuda")
             times = {variant: [] for variant in args.variants}
             marks = {}
@@ -128,9 +130,7 @@ def main() -> int:
 
                 times[variant].append(time_per_call(call, calls, 10).seconds_per_call)
                 if variant not in marks:
-                    operands = (inputs[0],) if residuals is None else (inputs[0], residuals[0])
-                    outputs = out if residuals is None else (out, residual_out)
-                    marks[variant] = wrong_result(call, operands, weight, outputs)
+                    marks[variant] = wrong_result(call, checked_operands, weight, checked_outputs)
             cells = []
             for variant in args.variants:
                 seconds = sum(times[variant]) / len(times[variant])
