@@ -274,7 +274,7 @@ __device__ __forceinline__ void add_squares(float& sum, const Vec<T, N>& v) {
 // 1 / a row's root mean square from the sum of its squares. The mean is the sum times 1/hidden rounded once, as
 // torch's CUDA mean computes it (MeanOps: sum * factor), not an IEEE division: at hidden sizes that are not powers
 // of two that puts no division, with its slow-path subroutine (1.8 KB of code), between the reduction and the
-// stores. Measured on an H100 (docs/PERFORMANCE.md, run 28): plain bf16 2880 x 1-128 rows 0.06-0.09 µs faster in
+// stores. Measured on an H100 (docs/PERFORMANCE.md, run 28): plain bf16 2880 x 1-128 rows 0.05-0.09 µs faster in
 // two calls, other sizes within the noise.
 template <int kHidden>
 __device__ __forceinline__ float inverse_rms(float sum_sq, float eps) {
