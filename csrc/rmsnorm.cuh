@@ -271,15 +271,12 @@ __device__ __forceinline__ void add_squares(float& sum, const Vec<T, N>& v) {
   }
 }
 
-// 1 / a row's root mean square from the sum of its squares. The mean is the sum times 1/hidden rounded once, as
-// torch's CUDA mean computes it (MeanOps: sum * factor), not an IEEE division: at hidden sizes that are not powers
-// of two that puts no division, with its slow-path subroutine (1.8 KB of code), between the reduction and the
-// stores. Measured on an H100 (docs/PERFORMANCE.md, run 28): plain bf16 2880 x 1-128 rows 0.05-0.09 µs faster in
-// two calls, other sizes within the noise.
+// 1 / a row's root mean square from the sum of its squares, in every kernel, so a row's bits do not depend on
+// the kernel. An IEEE division by the hidden size: the sum times a rounded 1/hidden (torch's CUDA mean) was
+// 0.05-0.09 µs faster at plain bf16 2880 x 1-128 rows only, and made ptxas spill at fused fp16 24576 (run 28).
 template <int kHidden>
 __device__ __forceinline__ float inverse_rms(float sum_sq, float eps) {
-  constexpr float kInverseHidden = 1.0f / kHidden;
-  return rsqrtf(sum_sq * kInverseHidden + eps);
+  return rsqrtf(sum_sq / kHidden + eps);
 }
 
 // Sum over aligned groups of `kLanes` lanes; every lane of a group gets the same bits (xor butterfly: each
