@@ -45,7 +45,8 @@ NVCC_ENV = "INDUCTOR_RMSNORM_NVCC"
 # INDUCTOR_RMSNORM_* macros of csrc/rmsnorm.cuh without the prefix, for experiments on whole models.
 TUNING_ENV = "INDUCTOR_RMSNORM_TUNING"
 
-NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--ptxas-options=-v")
+# -fvisibility=hidden: a library exports its C entry points alone (csrc/entry.cu says why)
+NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden", "--ptxas-options=-v")
 
 _CXX_TYPES = {torch.bfloat16: "__nv_bfloat16", torch.float16: "__half", torch.float32: "float"}
 _SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}

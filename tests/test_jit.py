@@ -85,6 +85,20 @@ def test_a_failed_build_names_the_command_and_the_log(monkeypatch, tmp_path):
     assert list(tmp_path.glob("sm_1-*/*.so")) == []  # nothing half-built left behind as an instance
 
 
+@needs_nvcc
+def test_a_library_exports_its_entry_points_alone(monkeypatch, tmp_path):
+    """Left visible, a kernel's launch facts (template statics) would be GNU unique symbols: one per process,
+    shared by every library of the same kernel type loaded beside it (tuning variants of one instance)."""
+    monkeypatch.setenv(jit.CACHE_DIR_ENV, str(tmp_path))
+    library = jit.build(jit.KernelKey.create(1280, torch.bfloat16, torch.bfloat16, "llama"), "sm_90")
+    table = subprocess.run(["readelf", "--dyn-syms", "-W", str(library)], capture_output=True, text=True, check=True)
+    # rows of "Num: Value Size Type Bind Vis Ndx Name"
+    symbols = [line.split() for line in table.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row for row in symbols if row[4] == "UNIQUE"] == []
+    ours = sorted(row[7] for row in symbols if len(row) > 7 and "inductor_rmsnorm" in row[7] and row[6] != "UND")
+    assert ours == ["inductor_rmsnorm_error_string", "inductor_rmsnorm_launch", "inductor_rmsnorm_launch_contiguous"]
+
+
 BUILD_IN_A_PROCESS = """
 import sys, torch
 from inductor_rmsnorm import cli, jit
