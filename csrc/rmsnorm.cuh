@@ -94,10 +94,18 @@ struct FusedAddParams : Params {
 #define INDUCTOR_RMSNORM_WARP_SPREAD -1
 #endif
 // The CTA kernel's two schedules (CtaRmsNorm): rows that move this many bytes take a block per row once they fill
-// the GPU with that many waves of blocks. A block per row gives each thread at least this many 16-byte loads (x,
-// and the residual for the fused add), in fewer threads where the row would give it fewer.
+// the GPU with that many waves of blocks; on a GPU whose SMs each have less than SLOW_MEMORY_SM_GBPS GB/s of peak
+// DRAM bandwidth (an H100 SXM 25, an H200 36), rows that move CTA_MANY_ROWS_BYTES_SLOW_MEMORY. A block per row
+// gives each thread at least this many 16-byte loads (x, and the residual for the fused add), in fewer threads
+// where the row would give it fewer.
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES 6144
+#endif
+#ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES_SLOW_MEMORY
+#define INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES_SLOW_MEMORY 4096
+#endif
+#ifndef INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS
+#define INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS 30
 #endif
 #ifndef INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS
 #define INDUCTOR_RMSNORM_CTA_MANY_ROWS_LOADS 2
@@ -318,24 +326,32 @@ __host__ __device__ constexpr int whole_lanes(int vecs, int lanes = 32) {
 
 // What a launch needs to know of a device, found on its first launch there: occupancy depends only on the
 // kernel and the device. Threads launching at once may both fill it in, with the same values; one that reads
-// `programmatic` before it is set merely launches without programmatic dependent launch.
+// `programmatic` or `slow_memory` before it is set merely launches without programmatic dependent launch, or
+// picks the other of two schedules that compute the same bits.
 struct DeviceLaunchInfo {
   int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
   int sms = 0;                // streaming multiprocessors
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
   bool clusters = false;      // thread-block clusters (sm_90 and newer)
+  bool slow_memory = false;   // an SM's share of peak DRAM bandwidth under INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS
 };
 
 inline cudaError_t device_launch_info(const void* kernel, int threads, int device, DeviceLaunchInfo* info) {
   if (info->max_blocks != 0) return cudaSuccess;
-  int sms = 0, per_sm = 0, major = 0;
+  int sms = 0, per_sm = 0, major = 0, memory_khz = 0, bus_bits = 0;
   cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device);
   if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
   if (err != cudaSuccess) return err;
   info->programmatic = major >= 9;
   info->clusters = major >= 9;
   info->sms = sms;
+  // Peak DRAM bandwidth: two transfers a memory clock over the bus (H100 SXM 2619 MHz x 5120 bits, 3.35 TB/s).
+  // A GPU that reports no clock keeps the default rules (measured on the H200).
+  const double sm_gbps = 2.0 * memory_khz * 1e3 * (bus_bits / 8) / 1e9 / (sms > 0 ? sms : 1);
+  info->slow_memory = sm_gbps > 0 && sm_gbps < INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS;
   info->max_blocks = sms * (per_sm > 0 ? per_sm : 1);
   return cudaSuccess;
 }
@@ -353,12 +369,13 @@ constexpr int kMaxDevices = 64;
 
 // How a kernel class with two schedules (FewRows, ManyRows) picks one by the rows of a launch.
 enum class RowSplit {
-  kNone,             // always FewRows
-  kManyRowsByWaves,  // ManyRows once the rows fill the GPU with the class's kManyRowsWaves waves of its blocks
-  kManyRowsPerSm,    // ManyRows from the class's kManyRowsPerSm rows an SM
-  kClusterFewRows,   // FewRows (a cluster per row) while the clusters' blocks number at most
-                     // INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM per SM, where the GPU has clusters and the row
-                     // more than one step; ManyRows otherwise
+  kNone,                // always FewRows
+  kManyRowsByWaves,     // ManyRows once the rows fill the GPU with the class's kManyRowsWaves waves of its blocks
+  kBlockPerRowByWaves,  // the same, on a GPU where the class's rows take a block per row (block_per_row_on)
+  kManyRowsPerSm,       // ManyRows from the class's kManyRowsPerSm rows an SM
+  kClusterFewRows,      // FewRows (a cluster per row) while the clusters' blocks number at most
+                        // INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM per SM, where the GPU has clusters and the
+                        // row more than one step; ManyRows otherwise
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -723,7 +740,9 @@ struct CtaKernel {
 // 10 %. One vector a thread in 256 threads lost 2-20 % (plain 2048 x 32768 74.44 against 67.45 µs), in 128
 // threads of two it wins (64.84; 1536 x 65536 96.80 against 100.43; float32 1024 x 32768 65.00 against 70.62;
 // run 22). 4 KiB rows lose (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in
-// both.
+// both. Where an SM has less DRAM bandwidth, a row's share of it lasts longer against the block's launch, and
+// a block per row pays from 4 KiB: on an H100 SXM (runs 27-28, three calls) 1-9 % faster at 16384 rows and 7-12 %
+// at 32768-65536 (bf16 1024 x 32768 49.97 -> 46.21 µs, 89 -> 96 % of copy), the same at 8192.
 // Rows of one vector a thread that move less, in blocks of up to 8 warps that leave a quarter of their lanes idle
 // (plain 16-bit 520-576, float32 260-288; with the residual add 16-bit 264-384 and 520-576, float32 260-288), take
 // the warp kernel from 8 rows an SM (INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM; 1056 on the H200). It holds the
@@ -739,8 +758,14 @@ template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, 
 struct CtaRmsNorm {
   using FewRows = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;
   static constexpr int kBytesMovedPerRow = kHidden * int((kFusedAdd ? 3 : 1) * sizeof(TIn) + sizeof(TOut));
-  static constexpr bool kBlockPerRow =
-      !FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES;
+  // Whether many of these rows take a block per row on a GPU (DeviceLaunchInfo::slow_memory); the schedule is
+  // built where either kind of GPU takes it.
+  static constexpr bool block_per_row_on(bool slow_memory) {
+    return !FewRows::kLongRow &&
+           kBytesMovedPerRow >= (slow_memory ? INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES_SLOW_MEMORY
+                                             : INDUCTOR_RMSNORM_CTA_MANY_ROWS_BYTES);
+  }
+  static constexpr bool kBlockPerRow = block_per_row_on(false) || block_per_row_on(true);
   // Rows of one vector a thread in 2-8 warps with a quarter of the lanes idle: many of them take the warp kernel
   // (above), in whole warps, the fused add's a block per group of rows as in the warp class. (Rows of one warp or
   // less are the warp class's; tune_kernels.py's class=cta builds them here, one block a row throughout.)
@@ -754,7 +779,7 @@ struct CtaRmsNorm {
                                       CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, true>>;
   using KernelParams = typename FewRows::KernelParams;
   static constexpr RowSplit kRowSplit =
-      kBlockPerRow                                                       ? RowSplit::kManyRowsByWaves
+      kBlockPerRow                                                       ? RowSplit::kBlockPerRowByWaves
       : kManyRowsOnWarpKernel && INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM > 0 ? RowSplit::kManyRowsPerSm
                                                                          : RowSplit::kNone;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
@@ -1175,12 +1200,14 @@ template <typename Kernel>
 cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
   using FewRows = typename Kernel::FewRows;
   using ManyRows = typename Kernel::ManyRows;
-  if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsByWaves) {
+  if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsByWaves || Kernel::kRowSplit == RowSplit::kBlockPerRowByWaves) {
     const DeviceLaunchInfo* many_rows = nullptr;
     const cudaError_t err = kernel_launch_info<ManyRows>(device, &many_rows);
     if (err != cudaSuccess) return err;
-    if (ManyRows::blocks_needed(p.rows) >= int64_t(Kernel::kManyRowsWaves) * many_rows->max_blocks)
-      return launch_kernel<ManyRows>(p, stream, device);
+    bool take_many_rows = ManyRows::blocks_needed(p.rows) >= int64_t(Kernel::kManyRowsWaves) * many_rows->max_blocks;
+    if constexpr (Kernel::kRowSplit == RowSplit::kBlockPerRowByWaves)
+      take_many_rows = take_many_rows && Kernel::block_per_row_on(many_rows->slow_memory);
+    if (take_many_rows) return launch_kernel<ManyRows>(p, stream, device);
     return launch_kernel<FewRows>(p, stream, device);
   } else if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsPerSm) {
     const DeviceLaunchInfo* few_rows = nullptr;

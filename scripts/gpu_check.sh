@@ -23,9 +23,11 @@
 #               default) against the CTA kernel (CTA_WARP_ROWS_PER_SM=0) and the warp kernel from 1 row an SM
 #   fusedfew    the residual add + norm's warp-kernel rows (16-bit 64-256, float32 32-128) at 1-2048 rows against the
 #               CTA kernel (one block a row), which read 0.11-0.31 µs faster at 1-128 rows of 256 bf16 in run 25
-#   rows4k      a block per row for CTA rows moving 4-6 KiB (CTA_MANY_ROWS_BYTES=4096, the default 6144): plain
-#               16-bit 1024-1528, float32 512-640, fused 16-bit 512-640, fused float32 320 at 8192-65536 rows; 6-12 %
-#               faster at 32768-65536 rows on an H100 in run 27, slower for fused 16-bit 512 on the H200 in run 14
+#   rows4k      a block per row for CTA rows moving 4-6 KiB: the rule of GPUs of faster memory (6 KiB and up,
+#               SLOW_MEMORY_SM_GBPS=0) against that of slower memory (4 KiB, =1000) on this GPU, whichever its
+#               default is (4 KiB on an H100 SXM, 6 KiB on an H200): plain 16-bit 1024-1528, float32 512-640, fused
+#               16-bit 512-640, fused float32 320 at 8192-65536 rows; 4 KiB was 7-12 % faster at 32768-65536 rows
+#               on an H100 in runs 27-28, slower for fused 16-bit 512 on the H200 in run 14
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -144,14 +146,12 @@ for group in "$@"; do
         --hidden 32 64 128 --tokens $T ;;
     rows4k)
       T="8192 16384 32768 65536"
-      step rows4k_bf16 200 python3 scripts/tune_kernels.py --variants "" CTA_MANY_ROWS_BYTES=4096 \
-        --hidden 1024 1280 1528 --tokens $T
-      step rows4k_fp32 150 python3 scripts/tune_kernels.py --variants "" CTA_MANY_ROWS_BYTES=4096 --dtype float32 \
-        --hidden 512 640 --tokens $T
-      step rows4k_fused 150 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_MANY_ROWS_BYTES=4096 \
-        --hidden 512 640 --tokens $T
-      step rows4k_fused_fp32 100 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_MANY_ROWS_BYTES=4096 \
-        --dtype float32 --hidden 320 --tokens $T ;;
+      V="SLOW_MEMORY_SM_GBPS=0 SLOW_MEMORY_SM_GBPS=1000"
+      step rows4k_bf16 200 python3 scripts/tune_kernels.py --variants $V --hidden 1024 1280 1528 --tokens $T
+      step rows4k_fp32 150 python3 scripts/tune_kernels.py --variants $V --dtype float32 --hidden 512 640 --tokens $T
+      step rows4k_fused 150 python3 scripts/tune_kernels.py --fused-add --variants $V --hidden 512 640 --tokens $T
+      step rows4k_fused_fp32 100 python3 scripts/tune_kernels.py --fused-add --variants $V --dtype float32 \
+        --hidden 320 --tokens $T ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192

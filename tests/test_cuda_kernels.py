@@ -20,13 +20,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 # Warp kernel: 1 to 64 vectors a row (to 512 in 16-bit types), lane groups full (64, 128, 256, 512) or with idle
 # lanes (the others, 96 and 192 among them: head dims; 264 bf16: 33 vectors); CTA kernel: the smallest (260
-# float32, 520 16-bit, 264 16-bit with the residual add), full or idle threads, the sizes of real models (1536,
-# 2880, 5376, 7168), the rows over 8192 that it serves with a block per row (8196 to 12288 in float32, 24576 in
+# float32, 520 16-bit, 264 16-bit with the residual add), full or idle threads, rows of 4-6 KiB (1280 16-bit: a
+# block per row on GPUs of slower memory), the sizes of real models (1536, 2880, 5376, 7168), the rows over 8192 that it serves with a block per row (8196 to 12288 in float32, 24576 in
 # 16-bit types), the largest; the wide kernel from the next size: rows of whole steps, of a last step partly
 # filled (40960: each of its slots wholly in or out of the row; 32776, 65528: a slot across the row's end), of 2
 # to 8 steps.
 # Sizes that are multiples of 4 but not 8 exist for float32 alone.
-SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1536, 2048, 2816, 2880, 2884,
+SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1280, 1536, 2048, 2816, 2880, 2884,
          3072, 4096, 5120, 5376, 7168, 8184, 8192, 8196, 8200, 12280, 12288, 12292, 12296,
          16384, 24568, 24576, 24584, 32776, 40960, 65528, 65536]
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
@@ -37,14 +37,26 @@ def tokens_for(hidden):
     return TOKENS if hidden <= 8192 else [1, 7, 129, 1100]  # longer rows (a block per row): a few GB at most
 
 
+def with_64_mib_of_rows(tokens, hidden, dtype):
+    """`tokens` and, where it is more rows, 64 MiB of them and a partly filled block. That is past every
+    many-rows split on an H100 or H200 where 8200 rows are not: the warp kernel's plain rows take a second
+    schedule from 2 waves of its blocks of two rows a lane group (rows of 12 or 24 vectors from 56 rows an SM; at
+    most 8 blocks an SM, each of 8 warps, whose lane groups are at least a third as wide as a row's vectors); CTA
+    rows that take a block per row do so from 3 waves of their blocks (rows of 4 KiB on an H100: blocks of 64
+    threads, 32 an SM, 12672 rows). 8200 rows are past the split of CTA rows onto the warp kernel (8 an SM)."""
+    many = 2**26 // (hidden * dtype.itemsize) + 3
+    return tokens if many <= max(tokens) else [*tokens, many]
+
+
 def plain_tokens_for(hidden, dtype):
-    # The warp kernel's plain rows take a second schedule from 2 waves of its blocks of two rows a lane group (rows
-    # of 12 or 24 vectors from 56 rows an SM): 64 MiB of rows is past that on an H200 for every row size (at most
-    # 8 blocks an SM, each of 8 warps, whose lane groups are at least a third as wide as a row's vectors), and
-    # ends in a partly filled block. 8200 rows are past the split of CTA rows onto the warp kernel (8 an SM).
-    if kernel_for(hidden, dtype) != "warp":
+    return with_64_mib_of_rows(tokens_for(hidden), hidden, dtype)
+
+
+def fused_tokens_for(hidden, dtype):
+    # the fused add's warp rows take their second schedule from 16 rows an SM, 2112 on an H200
+    if kernel_for(hidden, dtype, fused_add=True) != "cta":
         return tokens_for(hidden)
-    return [*tokens_for(hidden), 2**26 // (hidden * dtype.itemsize) + 3]
+    return with_64_mib_of_rows(tokens_for(hidden), hidden, dtype)
 
 
 # (formulation, weight): the weight in the input's dtype, none, or float32 beside 16-bit activations.
@@ -149,7 +161,7 @@ def test_fused_add_matches_eager(hidden, dtype, formulation, weight):
     w = None if weight == "none" else random_weight(formulation, hidden, weight_dtype(dtype, weight), "cuda")
     module = eager_module(formulation, hidden, w, EPS).to("cuda")
     failures = []
-    for tokens in tokens_for(hidden):
+    for tokens in fused_tokens_for(hidden, dtype):
         x = torch.randn(tokens, hidden, device="cuda", dtype=dtype)
         padded = torch.randn(tokens, hidden + 64, device="cuda", dtype=dtype)
         for layout, residual in (("contiguous", padded[:, :hidden].contiguous()), ("strided", padded[:, :hidden])):

@@ -22,10 +22,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # (hidden, dtype): every kernel class (warp in 16-lane groups, full or with idle lanes, in whole warps with idle
 # lanes, and in whole warps of two vectors a lane, whose few rows launch in blocks of fewer warps: 384 bf16, 200
 # float32 with idle lanes; CTA in three dtypes and a long row, rows of one vector a thread whose many rows take
-# the warp kernel (520, and 384 with the residual add); wide: rows of 2, 4 and 5 steps, whose few rows take a
+# the warp kernel (520, and 384 with the residual add), rows of 4-6 KiB (1280; 520 with the residual add) that
+# take a block per row on GPUs of slower memory; wide: rows of 2, 4 and 5 steps, whose few rows take a
 # cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
-          (520, torch.bfloat16), (200, torch.float32), (2048, torch.bfloat16), (4096, torch.bfloat16),
+          (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16), (4096, torch.bfloat16),
           (1536, torch.float16), (2048, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16),
           (65536, torch.bfloat16), (32776, torch.float32)]
 
@@ -74,9 +75,10 @@ def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     #   and 192 bf16 in the lane groups they fill; the slices of rows of two vectors a lane in blocks of 1 warp (1
     #   row) and 3 warps (295 rows on 132 SMs); 16 for its fused-add rows: a block per group of rows, the slices
     #   the persistent grid;
-    # - 64 for the CTA kernel's block per row: rows moving 6 KiB (all here from 1536), from 3 waves of its blocks
-    #   (12-63 rows an SM here); 2048 bf16 and 1536 fp16 in half the threads of the persistent schedule, two
-    #   vectors each; 8 for rows of one vector a thread that take the warp kernel;
+    # - 64 for the CTA kernel's block per row: rows moving 6 KiB (all here from 1536), or 4 KiB on GPUs of slower
+    #   memory (1280, and 520 with the residual add), from 3 waves of its blocks (12-63 rows an SM here); 2048
+    #   bf16 and 1536 fp16 in half the threads of the persistent schedule, two vectors each; 8 for rows of one
+    #   vector a thread that take the warp kernel;
     # - wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a
     #   cluster per row.
     rows_per_sm = 512 if kernel_for(hidden, dtype) == "warp" else 64
