@@ -741,7 +741,7 @@ struct CtaKernel {
 // threads of two it wins (64.84; 1536 x 65536 96.80 against 100.43; float32 1024 x 32768 65.00 against 70.62;
 // run 22). 4 KiB rows lose (512 fused, 64-thread blocks: 11-21 %). Long rows (over 8192) take a block per row in
 // both. Where an SM has less DRAM bandwidth, a row's share of it lasts longer against the block's launch, and
-// a block per row pays from 4 KiB: on an H100 SXM (runs 27-28, three calls) 1-9 % faster at 16384 rows and 7-12 %
+// a block per row pays from 4 KiB: on an H100 SXM (runs 27-29, five calls) 1-9 % faster at 16384 rows and 7-12 %
 // at 32768-65536 (bf16 1024 x 32768 49.97 -> 46.21 µs, 89 -> 96 % of copy), the same at 8192.
 // Rows of one vector a thread that move less, in blocks of up to 8 warps that leave a quarter of their lanes idle
 // (plain 16-bit 520-576, float32 260-288; with the residual add 16-bit 264-384 and 520-576, float32 260-288), take

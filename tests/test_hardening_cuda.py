@@ -26,9 +26,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # take a block per row on GPUs of slower memory; wide: rows of 2, 4 and 5 steps, whose few rows take a
 # cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
-          (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16), (4096, torch.bfloat16),
-          (1536, torch.float16), (2048, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16),
-          (65536, torch.bfloat16), (32776, torch.float32)]
+          (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
+          (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32), (16384, torch.bfloat16),
+          (24584, torch.bfloat16), (65536, torch.bfloat16), (32776, torch.float32)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
