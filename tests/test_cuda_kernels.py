@@ -43,9 +43,10 @@ def with_64_mib_of_rows(tokens, hidden, dtype):
     schedule from 2 waves of its blocks of two rows a lane group (rows of 12 or 24 vectors from 56 rows an SM; at
     most 8 blocks an SM, each of 8 warps, whose lane groups are at least a third as wide as a row's vectors); CTA
     rows that take a block per row do so from 3 waves of their blocks (rows of 4 KiB on an H100: blocks of 64
-    threads, 32 an SM, 12672 rows). 8200 rows are past the split of CTA rows onto the warp kernel (8 an SM)."""
+    threads, 32 an SM, 12672 rows). 8200 rows are past the split of CTA rows onto the warp kernel (8 an SM).
+    Rows over 8192 elements take one schedule from a few rows on, which `tokens_for` passes already."""
     many = 2**26 // (hidden * dtype.itemsize) + 3
-    return tokens if many <= max(tokens) else [*tokens, many]
+    return tokens if hidden > 8192 or many <= max(tokens) else [*tokens, many]
 
 
 def plain_tokens_for(hidden, dtype):
