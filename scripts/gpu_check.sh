@@ -47,7 +47,9 @@
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
-[ $# -gt 0 ] || { echo "name one or more groups: tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp fusedfew rows4k retime registers cluster grid ncu"; exit 2; }
+groups="tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp fusedfew rows4k retime
+  registers cluster grid ncu"
+[ $# -gt 0 ] || { echo "name one or more groups:" $groups; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
@@ -191,7 +193,7 @@ for group in "$@"; do
         $([ "$variant" = fused ] && echo --fused-add) --providers ours F.rms_norm inductor liger \
         --json "$out/grid_${dtype}_$variant.json" ;;
     *)
-      echo "unknown group $group (tests, sanitizers, benchmarks, models, decode, tuning, classes, waves, lanes, warprows, ctawarp, fusedfew, rows4k, registers, cluster, grid, ncu)"; exit 2 ;;
+      echo "unknown group $group; the groups:" $groups; exit 2 ;;
   esac
 done
 exit $status
