@@ -30,9 +30,11 @@
 #               on an H100 in runs 27-28, slower for fused 16-bit 512 on the H200 in run 14
 #   retime      switches that change a kernel's occupancy but not its C++ type, which before 772de15 were timed on
 #               the launch facts (persistent grid, split by waves) of the variant launched first (run 29): the CTA
-#               thread cap (CTA_MAX_THREADS 512 / 1024 against 256) at bf16 4096-8192, the next row in flight
-#               (PREFETCH=0) on the warp and CTA kernels' few-rows schedules, and the block per row's loads a
-#               thread (CTA_MANY_ROWS_LOADS 1 / 4 against 2) at bf16 1536-4096; plain and fused
+#               thread cap (CTA_MAX_THREADS=512 against 256: one vector a thread for the fused add's 16-bit rows
+#               of 4104-8192, two for plain ones; 10-22 % faster for fused 4608-5632 at 512-1024 rows on an H100,
+#               run 30) at bf16 4608-8192 and 128-32768 rows, the next row in flight (PREFETCH=0) on the warp and
+#               CTA kernels' few-rows schedules, and the block per row's loads a thread (CTA_MANY_ROWS_LOADS 1 / 4
+#               against 2; 4 compiles for plain rows of 256 vectors or fewer) at bf16 1536-4096; plain and fused
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -160,11 +162,14 @@ for group in "$@"; do
       step rows4k_fused_fp32 100 python3 scripts/tune_kernels.py --fused-add --variants $V --dtype float32 \
         --hidden 320 --tokens $T ;;
     retime)
-      tune retime_threads --variants "" CTA_MAX_THREADS=512 CTA_MAX_THREADS=1024 --hidden 4096 5120 8192 \
-        --tokens 1024 8192 32768
+      tune retime_threads --variants "" CTA_MAX_THREADS=512 --hidden 4608 5120 6144 7168 8192 \
+        --tokens 128 512 1024 2048 8192 32768
       tune retime_prefetch --variants "" PREFETCH=0 --hidden 256 2048 4096 8192 --tokens 128 1024 4096
-      tune retime_loads --variants "" CTA_MANY_ROWS_LOADS=1 CTA_MANY_ROWS_LOADS=4 --hidden 1536 2048 4096 \
-        --tokens 8192 32768 ;;
+      loads_variants=("" CTA_MANY_ROWS_LOADS=1 CTA_MANY_ROWS_LOADS=4)
+      step retime_loads_plain 200 python3 scripts/tune_kernels.py --variants "${loads_variants[@]}" \
+        --hidden 1536 2048 --tokens 8192 32768
+      step retime_loads_fused 200 python3 scripts/tune_kernels.py --fused-add --variants "${loads_variants[@]}" \
+        --hidden 1536 2048 4096 --tokens 8192 32768 ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
