@@ -31,10 +31,11 @@
 #   retime      switches that change a kernel's occupancy but not its C++ type, which before 772de15 were timed on
 #               the launch facts (persistent grid, split by waves) of the variant launched first (run 29): the CTA
 #               thread cap (CTA_MAX_THREADS=512 against 256: one vector a thread for the fused add's 16-bit rows
-#               of 4104-8192, two for plain ones; 10-22 % faster for fused 4608-5632 at 512-1024 rows on an H100,
-#               run 30) at bf16 4608-8192 and 128-32768 rows, the next row in flight (PREFETCH=0) on the warp and
-#               CTA kernels' few-rows schedules, and the block per row's loads a thread (CTA_MANY_ROWS_LOADS 1 / 4
-#               against 2; 4 compiles for plain rows of 256 vectors or fewer) at bf16 1536-4096; plain and fused
+#               of 4104-8192, two for plain ones; in run 30 fused 5120 x 512 a fifth faster on an H100 and an
+#               H200, 6144 x 2048 5 % slower on the H200) at bf16 4608-8192 and 128-32768 rows, the next row in
+#               flight (PREFETCH=0) on the warp and CTA kernels' few-rows schedules, and the block per row's loads
+#               a thread (CTA_MANY_ROWS_LOADS 1 / 4 against 2; 4 compiles for plain rows of 256 vectors or fewer)
+#               at bf16 1536-4096; plain and fused
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
