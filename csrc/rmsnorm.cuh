@@ -640,7 +640,18 @@ struct CtaKernel {
   static constexpr bool kWideWeightFused = kFusedAdd && sizeof(TW) > sizeof(TIn);
   static constexpr int kThreadsPerCap =
       !kLongRow ? (kFusedAdd ? 2 : 1) : (kWideWeightFused && kVecsPerRow <= 2048 ? 4 : 2);
-  static constexpr int kMaxThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
+  static constexpr int kCapThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
+  // A lead under measurement (=1): the fused add's few-rows schedule in one vector a thread, up to 1024 threads,
+  // beside a block per row that keeps two and sums them apart. Run 30 (docs/PERFORMANCE.md) timed one vector a
+  // thread in both schedules (CTA_MAX_THREADS=512): fused bf16 5120 x 512 a fifth faster on an H100 and an H200,
+  // but 6144 x 2048 5 % slower on the H200, where it had also moved those rows onto a block per row of one vector.
+#ifndef INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR
+#define INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR 0
+#endif
+  // The few-rows schedule's cap, which fixes a row's bits in both schedules (kSumSlotsApart).
+  static constexpr int kFewRowsMaxThreads =
+      INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR && kFusedAdd && !kLongRow && kVecsPerRow <= 1024 ? 1024 : kCapThreads;
+  static constexpr int kMaxThreads = kManyRows ? kCapThreads : kFewRowsMaxThreads;
   static constexpr int kMaxVecsPerThread = 8;
   // A block per row has no next row in flight, so each thread loads at least CTA_MANY_ROWS_LOADS vectors of it.
   static constexpr int kMinVecsPerThread =
@@ -649,7 +660,7 @@ struct CtaKernel {
       std::max(detail::ceil_div(kVecsPerRow, kMaxThreads), kMinVecsPerThread), kMaxVecsPerThread);
   // Where that takes fewer threads than the few-row schedule's one vector each, the slots sum apart
   // (block_sum): a row's bits stay the same in both schedules.
-  static constexpr bool kSumSlotsApart = kVecsPerThread > detail::ceil_div(kVecsPerRow, kMaxThreads);
+  static constexpr bool kSumSlotsApart = kVecsPerThread > detail::ceil_div(kVecsPerRow, kFewRowsMaxThreads);
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
@@ -665,7 +676,7 @@ struct CtaKernel {
 
   static_assert(kHidden % kVec == 0, "hidden size must be a whole number of 16-byte vectors");
   static_assert(kThreads <= 1024, "one block per row");
-  static_assert(!kSumSlotsApart || detail::ceil_div(kVecsPerRow, kMaxThreads) == 1,
+  static_assert(!kSumSlotsApart || detail::ceil_div(kVecsPerRow, kFewRowsMaxThreads) == 1,
                 "slots sum apart only where the few-row schedule has a thread per vector");
   static_assert(kThreads * kVecsPerThread >= kVecsPerRow, "the threads cover the row");
 

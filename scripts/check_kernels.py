@@ -42,6 +42,7 @@ SWITCHES = {
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
     "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
+    "the fused add's few CTA rows one vector a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=1",),
     "wide rows a step at a time, none kept in registers": (
         "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
 }

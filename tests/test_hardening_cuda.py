@@ -27,8 +27,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
           (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
-          (4096, torch.bfloat16), (1536, torch.float16), (2048, torch.float32), (16384, torch.bfloat16),
-          (24584, torch.bfloat16), (65536, torch.bfloat16), (32776, torch.float32)]
+          (4096, torch.bfloat16), (5120, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
+          (4096, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16), (65536, torch.bfloat16),
+          (32776, torch.float32)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
@@ -78,7 +79,9 @@ def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     # - 64 for the CTA kernel's block per row: rows moving 6 KiB (all here from 1536), or 4 KiB on GPUs of slower
     #   memory (1280, and 520 with the residual add), from 3 waves of its blocks (12-63 rows an SM here); 2048
     #   bf16 and 1536 fp16 in half the threads of the persistent schedule, two vectors each; 8 for rows of one
-    #   vector a thread that take the warp kernel;
+    #   vector a thread that take the warp kernel; 5120 bf16 and 4096 fp32 with the residual add: two vectors a
+    #   thread in both schedules, or (INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=1) one in the persistent
+    #   schedule and two summed apart in the block per row;
     # - wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a
     #   cluster per row.
     rows_per_sm = 512 if kernel_for(hidden, dtype) == "warp" else 64
