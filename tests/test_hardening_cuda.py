@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # lanes, and in whole warps of two vectors a lane, whose few rows launch in blocks of fewer warps: 384 bf16, 200
 # float32 with idle lanes; CTA in three dtypes and a long row, rows of one vector a thread whose many rows take
 # the warp kernel (520, and 384 with the residual add), rows of 4-6 KiB (1280; 520 with the residual add) that
-# take a block per row on GPUs of slower memory; wide: rows of 2, 4 and 5 steps, whose few rows take a
+# take a block per row on GPUs of slower memory, fused rows of two vectors a thread that CTA_FUSED_ONE_VECTOR
+# splits between the schedules (5120 bf16, 4096 float32); wide: rows of 2, 4 and 5 steps, whose few rows take a
 # cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
           (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
