@@ -83,7 +83,7 @@ for group in "$@"; do
   case "$group" in
     tests)  # 8 workers where pytest-xdist is installed (the device image has it): 272 s on 2 H200s, not ~400
       workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-      step tests 560 python3 -m pytest -q -p no:cacheprovider $workers -rs tests ;;
+      step tests 560 python3 -m pytest -q -p no:cacheprovider $workers -rfEs tests ;;
     sanitizers)
       step sweep 120 python3 scripts/sanitize_sweep.py  # builds what the sanitized runs need, outside them
       # memcheck in 13 processes at once, spread over the GPUs (one process for every size ran past 200 s): the
