@@ -641,16 +641,21 @@ struct CtaKernel {
   static constexpr int kThreadsPerCap =
       !kLongRow ? (kFusedAdd ? 2 : 1) : (kWideWeightFused && kVecsPerRow <= 2048 ? 4 : 2);
   static constexpr int kCapThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
-  // A lead under measurement (=1): the fused add's few-rows schedule in one vector a thread, up to 1024 threads,
-  // beside a block per row that keeps two and sums them apart. Run 30 (docs/PERFORMANCE.md) timed one vector a
-  // thread in both schedules (CTA_MAX_THREADS=512): fused bf16 5120 x 512 a fifth faster on an H100 and an H200,
-  // but 6144 x 2048 5 % slower on the H200, where it had also moved those rows onto a block per row of one vector.
+  // The fused add's few-rows schedule takes one vector a thread for 16-bit rows of 4104-5120 and for those of
+  // 5632-7680 whose two vectors a thread would fill whole warps (multiples of 512 elements), beside a block per row
+  // that keeps two and sums them apart. Run 31 (docs/PERFORMANCE.md, H100, 128-1024 rows): one vector a thread
+  // grows smoothly with the row; two read slower at the multiples of 512 than at the ragged next size up (5120 x
+  // 512 8.08 us, 5376 x 512 7.09). One vector wins by up to a fifth at 4352-5120 and at those multiples (6144 x
+  // 512 9.47 -> 7.62; Inductor 7.67), loses up to 10 % at the ragged sizes from 5376 and at 8192 (1024 threads);
+  // float32 rows mostly lost. =0: two vectors a thread always.
 #ifndef INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR
-#define INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR 0
+#define INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR 1
 #endif
+  static constexpr bool kFusedOneVector = INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR && kFusedAdd && sizeof(TIn) == 2 &&
+                                          kVecsPerRow > 512 && kVecsPerRow < 1024 &&
+                                          (kVecsPerRow <= 640 || kVecsPerRow % 64 == 0);
   // The few-rows schedule's cap, which fixes a row's bits in both schedules (kSumSlotsApart).
-  static constexpr int kFewRowsMaxThreads =
-      INDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR && kFusedAdd && !kLongRow && kVecsPerRow <= 1024 ? 1024 : kCapThreads;
+  static constexpr int kFewRowsMaxThreads = kFusedOneVector ? 1024 : kCapThreads;
   static constexpr int kMaxThreads = kManyRows ? kCapThreads : kFewRowsMaxThreads;
   static constexpr int kMaxVecsPerThread = 8;
   // A block per row has no next row in flight, so each thread loads at least CTA_MANY_ROWS_LOADS vectors of it.

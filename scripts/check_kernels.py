@@ -27,12 +27,13 @@ from inductor_rmsnorm import dispatch, jit
 # Warp: 1 to 64 vectors a row, in lane groups that fit and that leave lanes idle (264 bf16: 33 vectors); CTA: the
 # smallest (float32 260; 16-bit 520, and 264 with the residual add: rows whose many rows take the warp kernel),
 # full warps (512), rows of 4-6 KiB (1280; 512 and 520 with the residual add: a block per row on GPUs of slower
-# memory), idle threads (2888, 24568) and the largest;
+# memory), idle threads (2888, 24568), 16-bit rows the fused add's few-rows schedule holds in one vector a thread
+# (5120, and 7680: the widest, 960 threads) and the largest;
 # wide: the smallest (float32 12292, 16-bit 24584: two steps, the second of 1025 vectors, one slot across the
 # row's end), whole steps, an odd number of steps (40960 and 49152: three), and the largest with a partial last
 # step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 192, 200, 256, 264, 384, 512),
-                 "cta": (260, 264, 512, 520, 1280, 2888, 4096, 8192, 8200, 12288, 24568, 24576),
+                 "cta": (260, 264, 512, 520, 1280, 2888, 4096, 5120, 7680, 8192, 8200, 12288, 24568, 24576),
                  "wide": (12292, 24584, 32768, 40960, 49152, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {
@@ -42,7 +43,7 @@ SWITCHES = {
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
     "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
-    "the fused add's few CTA rows one vector a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=1",),
+    "the fused add's few CTA rows two vectors a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=0",),
     "wide rows a step at a time, none kept in registers": (
         "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
 }

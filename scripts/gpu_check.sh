@@ -36,9 +36,11 @@
 #               flight (PREFETCH=0) on the warp and CTA kernels' few-rows schedules, and the block per row's loads
 #               a thread (CTA_MANY_ROWS_LOADS 1 / 4 against 2; 4 compiles for plain rows of 256 vectors or fewer)
 #               at bf16 1536-4096; plain and fused
-#   fusedvec    the fused add's few CTA rows in one vector a thread (CTA_FUSED_ONE_VECTOR=1; the block per row
-#               keeps two, summed apart) against the default's two, bf16 4608-8192 and float32 2560-4096 at
-#               128-32768 rows, then the batch-invariance and kernel tests at those sizes under the switch
+#   fusedvec    the fused add's few CTA rows of 16-bit 4104-5120, and 5632-7680 in multiples of 512, in one
+#               vector a thread (the default; the block per row keeps two, summed apart) against two
+#               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
+#               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
+#               those sizes under the switch
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -176,13 +178,13 @@ for group in "$@"; do
         --hidden 1536 2048 4096 --tokens 8192 32768 ;;
     fusedvec)
       T="128 512 1024 2048 4096 8192 32768"
-      step fusedvec_bf16 250 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_FUSED_ONE_VECTOR=1 \
-        --hidden 4608 5120 6144 7168 8192 --tokens $T
-      step fusedvec_fp32 150 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_FUSED_ONE_VECTOR=1 \
+      step fusedvec_bf16 250 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_FUSED_ONE_VECTOR=0 \
+        --hidden 4608 5120 5376 6144 6400 7168 7680 8192 --tokens $T
+      step fusedvec_fp32 150 python3 scripts/tune_kernels.py --fused-add --variants "" CTA_FUSED_ONE_VECTOR=0 \
         --dtype float32 --hidden 2560 3072 4096 --tokens $T
-      step fusedvec_tests 200 env INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=1 python3 -m pytest -q \
+      step fusedvec_tests 200 env INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=0 python3 -m pytest -q \
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
-        ([4096- or [8184- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
+        ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192

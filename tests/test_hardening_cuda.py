@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # lanes, and in whole warps of two vectors a lane, whose few rows launch in blocks of fewer warps: 384 bf16, 200
 # float32 with idle lanes; CTA in three dtypes and a long row, rows of one vector a thread whose many rows take
 # the warp kernel (520, and 384 with the residual add), rows of 4-6 KiB (1280; 520 with the residual add) that
-# take a block per row on GPUs of slower memory, fused rows of two vectors a thread that CTA_FUSED_ONE_VECTOR
-# splits between the schedules (5120 bf16, 4096 float32); wide: rows of 2, 4 and 5 steps, whose few rows take a
+# take a block per row on GPUs of slower memory, fused rows in one vector a thread in the few-rows schedule and
+# two summed apart in the block per row (5120 bf16) or two in both (4096 float32); wide: rows of 2, 4 and 5 steps, whose few rows take a
 # cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
           (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
@@ -80,9 +80,9 @@ def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     # - 64 for the CTA kernel's block per row: rows moving 6 KiB (all here from 1536), or 4 KiB on GPUs of slower
     #   memory (1280, and 520 with the residual add), from 3 waves of its blocks (12-63 rows an SM here); 2048
     #   bf16 and 1536 fp16 in half the threads of the persistent schedule, two vectors each; 8 for rows of one
-    #   vector a thread that take the warp kernel; 5120 bf16 and 4096 fp32 with the residual add: two vectors a
-    #   thread in both schedules, or (INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=1) one in the persistent
-    #   schedule and two summed apart in the block per row;
+    #   vector a thread that take the warp kernel; with the residual add, 5120 bf16 one vector a thread in the
+    #   persistent schedule and two summed apart in the block per row (two in both under
+    #   INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=0, as 4096 fp32 always);
     # - wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a
     #   cluster per row.
     rows_per_sm = 512 if kernel_for(hidden, dtype) == "warp" else 64
