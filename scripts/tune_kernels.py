@@ -9,9 +9,10 @@ Each variant is a comma-separated list of NAME=VALUE without the INDUCTOR_RMSNOR
 and optionally class=warp|cta|wide, another kernel class than dispatch picks for the size (where it compiles):
   python scripts/tune_kernels.py --variants "" PREFETCH=0 STREAMING=1 CTA_MAX_THREADS=512 class=warp,PREFETCH=0 \
       [--hidden ...] [--tokens ...] [--dtype bfloat16] [--fused-add]
-(--fused-add: the residual-add variant, whose CTA blocks are 2 x CTA_MAX_THREADS threads; --interleave: a
-one-element torch add before each call, so each launch follows another kernel, as in a model, not its own kind:
-programmatic dependent launch gains less there. Times then include the add.)
+(--fused-add: the residual-add variant, whose CTA blocks are up to 2 x CTA_MAX_THREADS threads, or one vector a
+thread for the few rows that CTA_FUSED_ONE_VECTOR names; --interleave: a one-element torch add before each call, so
+each launch follows another kernel, as in a model, not its own kind: programmatic dependent launch gains less there.
+Times then include the add.)
 """
 
 from __future__ import annotations
