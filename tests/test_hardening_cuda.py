@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # float32 with idle lanes; CTA in three dtypes and a long row, rows of one vector a thread whose many rows take
 # the warp kernel (520, and 384 with the residual add), rows of 4-6 KiB (1280; 520 with the residual add) that
 # take a block per row on GPUs of slower memory, fused rows in one vector a thread in the few-rows schedule and
-# two summed apart in the block per row (5120 bf16) or two in both (4096 float32); wide: rows of 2, 4 and 5 steps, whose few rows take a
-# cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
+# two summed apart in the block per row (5120 bf16) or two in both (4096 float32); wide: rows of 2, 4 and 5
+# steps, whose few rows take a cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
           (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
           (4096, torch.bfloat16), (5120, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
