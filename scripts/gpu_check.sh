@@ -41,7 +41,7 @@
 #               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
-#   fewpasses   persistent grids balanced over their last passes (BALANCED_GRID_PASSES=3: the fewest blocks that
+#   fewpasses   persistent grids balanced over their last passes (BALANCED_GRID_PASSES=4: the fewest blocks that
 #               make no more passes) against the full grid, whose last pass may run part empty: the fused add's bf16
 #               4608-7168 in one vector a thread (the default) and two (CTA_FUSED_ONE_VECTOR=0), plain bf16 256-8192,
 #               at 256-4096 rows (fused 5120 x 512 in two vectors a thread on an H100: 396 blocks, 116 with a row
@@ -191,10 +191,10 @@ for group in "$@"; do
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     fewpasses)
-      step fewpasses_fused 250 python3 scripts/tune_kernels.py --fused-add --variants "" BALANCED_GRID_PASSES=3 \
-        CTA_FUSED_ONE_VECTOR=0 CTA_FUSED_ONE_VECTOR=0,BALANCED_GRID_PASSES=3 --hidden 4608 5120 5376 6144 7168 \
+      step fewpasses_fused 250 python3 scripts/tune_kernels.py --fused-add --variants "" BALANCED_GRID_PASSES=4 \
+        CTA_FUSED_ONE_VECTOR=0 CTA_FUSED_ONE_VECTOR=0,BALANCED_GRID_PASSES=4 --hidden 4608 5120 5376 6144 7168 \
         --tokens 256 512 768 1024 2048
-      step fewpasses_plain 150 python3 scripts/tune_kernels.py --variants "" BALANCED_GRID_PASSES=3 \
+      step fewpasses_plain 150 python3 scripts/tune_kernels.py --variants "" BALANCED_GRID_PASSES=4 \
         --hidden 256 1024 2048 4096 8192 --tokens 512 1024 2048 4096 ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
