@@ -358,19 +358,9 @@ inline cudaError_t device_launch_info(const void* kernel, int threads, int devic
 
 // Blocks to launch: persistent, as many as the GPU holds at once, each looping over rows; otherwise one block
 // per row group, up to a grid the hardware takes (the loop covers any rows beyond it).
-// BALANCED_GRID_PASSES=N: where the rows take N passes of the full persistent grid or fewer, the fewest blocks
-// that need no more passes, so none makes a last pass with the GPU part empty (fused bf16 5120 x 512 on the H100:
-// 396 blocks, 116 of them with a second row). Run 21 measured it at 10 passes and more, where it lost; 0: off.
-#ifndef INDUCTOR_RMSNORM_BALANCED_GRID_PASSES
-#define INDUCTOR_RMSNORM_BALANCED_GRID_PASSES 0
-#endif
 inline int grid_size(const DeviceLaunchInfo& info, bool persistent, int64_t blocks_needed) {
   const int64_t cap = persistent ? info.max_blocks : int64_t(1) << 30;
-  if (blocks_needed <= cap) return static_cast<int>(blocks_needed);
-  const int64_t passes = (blocks_needed + cap - 1) / cap;
-  if (persistent && passes <= INDUCTOR_RMSNORM_BALANCED_GRID_PASSES)
-    return static_cast<int>((blocks_needed + passes - 1) / passes);
-  return static_cast<int>(cap);
+  return static_cast<int>(blocks_needed < cap ? blocks_needed : cap);
 }
 
 constexpr int kMaxDevices = 64;

@@ -41,11 +41,6 @@
 #               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
-#   fewpasses   persistent grids balanced over their last passes (BALANCED_GRID_PASSES=4: the fewest blocks that
-#               make no more passes) against the full grid, whose last pass may run part empty: the fused add's bf16
-#               4608-7168 in one vector a thread (the default) and two (CTA_FUSED_ONE_VECTOR=0), plain bf16 256-8192,
-#               at 256-4096 rows (fused 5120 x 512 in two vectors a thread on an H100: 396 blocks, 116 with a row
-#               more; slower than 5376 in 264 blocks, run 31)
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -61,7 +56,7 @@
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
 groups="tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp fusedfew rows4k retime
-  fusedvec fewpasses registers cluster grid ncu"
+  fusedvec registers cluster grid ncu"
 [ $# -gt 0 ] || { echo "name one or more groups:" $groups; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
@@ -190,12 +185,6 @@ for group in "$@"; do
       step fusedvec_tests 200 env INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=0 python3 -m pytest -q \
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
-    fewpasses)
-      step fewpasses_fused 250 python3 scripts/tune_kernels.py --fused-add --variants "" BALANCED_GRID_PASSES=4 \
-        CTA_FUSED_ONE_VECTOR=0 CTA_FUSED_ONE_VECTOR=0,BALANCED_GRID_PASSES=4 --hidden 4608 5120 5376 6144 7168 \
-        --tokens 256 512 768 1024 2048
-      step fewpasses_plain 150 python3 scripts/tune_kernels.py --variants "" BALANCED_GRID_PASSES=4 \
-        --hidden 256 1024 2048 4096 8192 --tokens 512 1024 2048 4096 ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
