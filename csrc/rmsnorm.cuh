@@ -317,6 +317,37 @@ __device__ __forceinline__ float block_sum(const float (&sums)[kSlots], float (&
   return total;
 }
 
+// Thread-block clusters (sm_90 and newer; the launches take the kernels that use them only there).
+// This block's rank in its cluster.
+__device__ __forceinline__ int cluster_rank() {
+  unsigned r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return int(r);
+}
+
+// Every thread of every block of the cluster arrives; memory written before is visible after.
+__device__ __forceinline__ void cluster_barrier() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Stores `value` at `local`'s place in the shared memory of block `block` of this cluster.
+__device__ __forceinline__ void store_to_cluster_block(float* local, int block, float value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(local));
+  unsigned remote = 0;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(block));
+  asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(value) : "memory");
+#else
+  __trap();
+#endif
+}
+
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 // The most lanes, a power of two up to 32, that split `vecs` vectors evenly with at most 4 a lane (0: none do).
@@ -747,6 +778,91 @@ struct CtaKernel {
   static int64_t blocks_needed(int64_t rows) { return rows; }
 };
 
+// The CTA kernel's rows split over a cluster of blocks (few rows, sm_90 and newer): at a few rows a row's block
+// is all that runs, and one SM moves its bytes (fused bf16 8192 x 1 on an H100, run 32: 1.94 us against a
+// same-bytes copy kernel's 1.21). Block b of the cluster runs threads b * kThreads ... of the few-rows schedule's
+// block, each with that thread's vector slots, and sends its warps' sums to every block of the cluster, which add
+// them in that block's order: a row's bits are the CTA kernel's. CTA_CLUSTER_BLOCKS=N: clusters of the most
+// blocks, up to N, that split the block's warps evenly, while the rows' clusters take at most one block an SM;
+// 0: off.
+#ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
+#define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 0
+#endif
+namespace detail {
+// The most blocks, up to `most`, that split `warps` warps evenly.
+__host__ __device__ constexpr int even_split(int warps, int most) {
+  return most <= 1 ? 1 : warps % most == 0 ? most : even_split(warps, most - 1);
+}
+}  // namespace detail
+
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd>
+struct CtaClusterKernel {
+  using Row = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;  // the block it splits
+  static constexpr int kClusterSize =
+      detail::even_split(Row::kWarps, std::min(INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS, 8));  // 8: a portable cluster
+  static constexpr int kThreads = Row::kThreads / kClusterSize;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kVec = Row::kVec;
+  static constexpr int kVecsPerThread = Row::kVecsPerThread;
+  static constexpr bool kEvictFirst = Row::kEvictFirst;
+  static constexpr bool kPersistentGrid = false;
+  static constexpr int kSums = Row::kSumSlotsApart ? kVecsPerThread : 1;
+
+  using Norm = typename Row::Norm;
+  using InVec = typename Row::InVec;
+  using WVec = typename Row::WVec;
+  using KernelParams = typename Row::KernelParams;
+
+  // This thread's place in the split block.
+  __device__ static int thread() { return detail::cluster_rank() * kThreads + int(threadIdx.x); }
+  __device__ static bool owns(int slot) { return !Row::kRagged || thread() + slot * Row::kThreads < Row::kVecsPerRow; }
+  __device__ static int column(int slot) { return (thread() + slot * Row::kThreads) * kVec; }
+
+  __device__ static void body(const KernelParams& p) {
+    // The split block's per-warp sums (block_sum's `partial`), two buffers alternating by row: a buffer is
+    // written again two rows later, after a cluster barrier that its readers have passed.
+    __shared__ float partial[2][Row::kWarps * kSums];
+    const int lane = threadIdx.x % 32;
+    const int warp = detail::cluster_rank() * kWarps + int(threadIdx.x) / 32;  // in the split block
+
+    WVec w[kVecsPerThread];
+#pragma unroll
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
+    detail::cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
+    int parity = 0;
+    for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
+      InVec v[kVecsPerThread];
+      InVec r[Row::kResidualVecs];
+      detail::load_operands<CtaClusterKernel>(v, r, p, row);
+      if constexpr (kFusedAdd) detail::add_residual<CtaClusterKernel>(v, r, p, row);
+      float sums[kSums] = {};
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) detail::add_squares(sums[Row::kSumSlotsApart ? i : 0], v[i]);
+#pragma unroll
+      for (int i = 0; i < kSums; ++i) {
+        const float value = detail::group_sum<32>(sums[i]);
+        if (lane < kClusterSize)  // lane b writes to block b
+          detail::store_to_cluster_block(&partial[parity][warp + i * Row::kWarps], lane, value);
+      }
+      detail::cluster_barrier();
+      float total = 0.f;
+#pragma unroll
+      for (int k = 0; k < Row::kWarps * kSums; ++k) total += partial[parity][k];
+      parity ^= 1;
+
+      const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
+      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+      for (int i = 0; i < kVecsPerThread; ++i)
+        if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
+    }
+  }
+
+  static int64_t blocks_needed(int64_t rows) { return rows * kClusterSize; }
+};
+
 // The CTA class: the few-row schedule, or a block per row for many rows. A block per row has no next row in
 // flight and pays a block launch per row, so it takes rows that move 6 KiB or more, from 3 waves of its blocks
 // on (3168 rows of 256 threads on the H200), in threads that each load 2 or more vectors (x, and the residual
@@ -800,6 +916,8 @@ struct CtaRmsNorm {
                                                                          : RowSplit::kNone;
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
   static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM;
+  // Rows that leave most SMs idle, each split over a cluster (a cluster of one: never launched).
+  using SplitFewRows = CtaClusterKernel<kHidden, TIn, TW, TOut, F, kFusedAdd>;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1034,35 +1152,10 @@ struct ClusterRmsNorm {
   using WVec = detail::WeightVec<TW, kVec>;
   using KernelParams = typename TwoPass::KernelParams;
 
-  // This block's step: its rank in the cluster.
-  __device__ static int rank() {
-    unsigned r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-    return int(r);
-  }
-
-  // Every thread of every block of the cluster arrives; memory written before is visible after.
-  __device__ static void cluster_barrier() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-    __trap();  // the launch takes this kernel only on sm_90 and newer
-#endif
-  }
-
   // Writes `value` into slot `slot` of every block's `sums` (this block's included) and waits for the cluster.
   __device__ static void exchange(float (&sums)[kClusterSize], int slot, float value) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (int(threadIdx.x) < kClusterSize) {  // thread t writes to block t
-      const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(&sums[slot]));
-      unsigned remote = 0;
-      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(int(threadIdx.x)));
-      asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(value) : "memory");
-    }
-#endif
-    cluster_barrier();
+    if (int(threadIdx.x) < kClusterSize) detail::store_to_cluster_block(&sums[slot], int(threadIdx.x), value);
+    detail::cluster_barrier();
   }
 
   __device__ static void body(const KernelParams& p) {
@@ -1073,7 +1166,7 @@ struct ClusterRmsNorm {
     __shared__ float step_sums[2][kClusterSize];
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
-    const int step = rank();
+    const int step = detail::cluster_rank();
 
     WVec w[kUnroll];
 #pragma unroll
@@ -1081,7 +1174,7 @@ struct ClusterRmsNorm {
       const int i = TwoPass::index(step, u);
       if (TwoPass::inside(step, u)) w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
     }
-    cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
+    detail::cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
     int parity = 0;
     for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
       InVec v[kUnroll];  // this block's step, held for the output: the same loads and sums as the two-pass kernel's
@@ -1210,12 +1303,27 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
   return cudaGetLastError();
 }
 
+// Whether `Kernel` has rows split over a cluster at few rows (CtaRmsNorm::SplitFewRows).
+template <typename Kernel, typename = void>
+struct HasSplitFewRows : std::false_type {};
+template <typename Kernel>
+struct HasSplitFewRows<Kernel, std::void_t<typename Kernel::SplitFewRows>> : std::true_type {};
+
 // Launches the kernel for these rows on the current device: a class with two schedules picks one by its
-// kRowSplit.
+// kRowSplit (the CTA class first takes few rows split over clusters, where CTA_CLUSTER_BLOCKS asks for them).
 template <typename Kernel>
 cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
   using FewRows = typename Kernel::FewRows;
   using ManyRows = typename Kernel::ManyRows;
+  if constexpr (HasSplitFewRows<Kernel>::value) {
+    using Split = typename Kernel::SplitFewRows;
+    if constexpr (Split::kClusterSize > 1) {  // while the clusters take at most one block an SM
+      const DeviceLaunchInfo* split = nullptr;
+      const cudaError_t err = kernel_launch_info<Split>(device, &split);
+      if (err != cudaSuccess) return err;
+      if (split->clusters && p.rows * Split::kClusterSize <= split->sms) return launch_kernel<Split>(p, stream, device);
+    }
+  }
   if constexpr (Kernel::kRowSplit == RowSplit::kManyRowsByWaves || Kernel::kRowSplit == RowSplit::kBlockPerRowByWaves) {
     const DeviceLaunchInfo* many_rows = nullptr;
     const cudaError_t err = kernel_launch_info<ManyRows>(device, &many_rows);
