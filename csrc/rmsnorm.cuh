@@ -806,7 +806,7 @@ struct CtaClusterKernel {
   static constexpr int kVecsPerThread = Row::kVecsPerThread;
   static constexpr bool kEvictFirst = Row::kEvictFirst;
   static constexpr bool kPersistentGrid = false;
-  static constexpr int kSums = Row::kSumSlotsApart ? kVecsPerThread : 1;
+  static_assert(!Row::kSumSlotsApart, "the few-rows block it splits sums a thread's slots together");
 
   using Norm = typename Row::Norm;
   using InVec = typename Row::InVec;
@@ -821,7 +821,7 @@ struct CtaClusterKernel {
   __device__ static void body(const KernelParams& p) {
     // The split block's per-warp sums (block_sum's `partial`), two buffers alternating by row: a buffer is
     // written again two rows later, after a cluster barrier that its readers have passed.
-    __shared__ float partial[2][Row::kWarps * kSums];
+    __shared__ float partial[2][Row::kWarps];
     const int lane = threadIdx.x % 32;
     const int warp = detail::cluster_rank() * kWarps + int(threadIdx.x) / 32;  // in the split block
 
@@ -836,20 +836,16 @@ struct CtaClusterKernel {
       InVec r[Row::kResidualVecs];
       detail::load_operands<CtaClusterKernel>(v, r, p, row);
       if constexpr (kFusedAdd) detail::add_residual<CtaClusterKernel>(v, r, p, row);
-      float sums[kSums] = {};
+      float sum = 0.f;
 #pragma unroll
       for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) detail::add_squares(sums[Row::kSumSlotsApart ? i : 0], v[i]);
-#pragma unroll
-      for (int i = 0; i < kSums; ++i) {
-        const float value = detail::group_sum<32>(sums[i]);
-        if (lane < kClusterSize)  // lane b writes to block b
-          detail::store_to_cluster_block(&partial[parity][warp + i * Row::kWarps], lane, value);
-      }
+        if (owns(i)) detail::add_squares(sum, v[i]);
+      sum = detail::group_sum<32>(sum);
+      if (lane < kClusterSize) detail::store_to_cluster_block(&partial[parity][warp], lane, sum);  // lane b: block b
       detail::cluster_barrier();
       float total = 0.f;
 #pragma unroll
-      for (int k = 0; k < Row::kWarps * kSums; ++k) total += partial[parity][k];
+      for (int k = 0; k < Row::kWarps; ++k) total += partial[parity][k];
       parity ^= 1;
 
       const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
