@@ -41,10 +41,10 @@
 #               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
-#   ctacluster  few CTA rows split over a cluster of 2, 4 or 8 blocks (CTA_CLUSTER_BLOCKS; off by default) while
-#               the clusters take at most one block an SM, against one block a row: bf16 2048-12288, plain and
-#               fused, at 1-32 rows (fused 8192 x 1 on an H100, run 32: 1.94 us, a same-bytes copy kernel 1.21),
-#               then the CUDA sweep and batch invariance at those sizes with clusters of up to 4 and 8
+#   ctacluster  few CTA rows split over a cluster of 4 or 8 blocks (CTA_CLUSTER_BLOCKS; off by default) while the
+#               clusters take at most one block an SM, against one block a row: bf16 12288-24576, plain and fused,
+#               at 1-32 rows (run 33, H200: 0.5-0.7 us slower at 2048-8192, fused 12288 x 1-16 10-15 % faster),
+#               then the CUDA sweep and batch invariance at those sizes with clusters of up to 8
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -190,13 +190,11 @@ for group in "$@"; do
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     ctacluster)
-      cluster_variants=("" CTA_CLUSTER_BLOCKS=2 CTA_CLUSTER_BLOCKS=4 CTA_CLUSTER_BLOCKS=8)
-      tune ctacluster --variants "${cluster_variants[@]}" --hidden 2048 4096 5120 8192 12288 --tokens 1 4 16 32
-      for blocks in 4 8; do
-        step "ctacluster_tests_$blocks" 200 env INDUCTOR_RMSNORM_TUNING=CTA_CLUSTER_BLOCKS=$blocks python3 -m pytest \
-          -q -p no:cacheprovider tests/test_cuda_kernels.py tests/test_hardening_cuda.py -k "[2048- or [4096- or \
-          [5120- or [8192- or [12288- or [7680- or run_or_the_batch"
-      done ;;
+      tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=4 CTA_CLUSTER_BLOCKS=8 --hidden 12288 16384 20480 24576 \
+        --tokens 1 4 16 32
+      step ctacluster_tests 200 env INDUCTOR_RMSNORM_TUNING=CTA_CLUSTER_BLOCKS=8 python3 -m pytest -q \
+        -p no:cacheprovider tests/test_cuda_kernels.py tests/test_hardening_cuda.py -k "[12288- or [16384- or \
+        [24568- or [24576- or run_or_the_batch" ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
