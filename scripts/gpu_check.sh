@@ -43,7 +43,7 @@
 #               those sizes under the switch
 #   ctacluster  few CTA rows split over a cluster of 4 or 8 blocks (CTA_CLUSTER_BLOCKS; off by default) while the
 #               clusters take at most one block an SM, against one block a row: bf16 12288-24576, plain and fused,
-#               at 1-32 rows (run 33, H200: 0.5-0.7 us slower at 2048-8192, fused 12288 x 1-16 10-15 % faster),
+#               at 1-32 rows (run 33, H200: 0.2-0.9 us slower at 2048-8192, fused 12288 x 1-16 10-15 % faster),
 #               then the CUDA sweep and batch invariance at those sizes with clusters of up to 8
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
