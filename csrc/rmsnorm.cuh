@@ -782,11 +782,18 @@ struct CtaKernel {
 // is all that runs, and one SM moves its bytes (fused bf16 8192 x 1 on an H100, run 32: 1.94 us against a
 // same-bytes copy kernel's 1.21). Block b of the cluster runs threads b * kThreads ... of the few-rows schedule's
 // block, each with that thread's vector slots, and sends its warps' sums to every block of the cluster, which add
-// them in that block's order: a row's bits are the CTA kernel's. CTA_CLUSTER_BLOCKS=N: clusters of the most
-// blocks, up to N, that split the block's warps evenly, while the rows' clusters take at most one block an SM;
-// 0: off.
+// them in that block's order: a row's bits are the CTA kernel's. Rows that move CTA_CLUSTER_MIN_BYTES or more
+// take clusters of the most blocks, up to CTA_CLUSTER_BLOCKS, that split the block's warps evenly, while the
+// rows' clusters take at most one block an SM (16 rows in clusters of 8 on 132 SMs). Measured in bf16 at 1-16
+// rows, clusters of 8 against a block per row (docs/PERFORMANCE.md, runs 33-34): from 96 KiB a row they win
+// (H100: fused 20480 x 1 3.70 -> 2.80 us, fused 24576 x 4 4.45 -> 3.39, plain 24576 x 1 3.04 -> 2.54; H200:
+// fused 12288 x 1 2.68 -> 2.28); below it they lose at 16 rows and at most sizes (H100 plain 16384 x 16 2.66 ->
+// 2.98; H200 plain 2048 x 1 0.98 -> 1.54).
 #ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
-#define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 0
+#define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 8
+#endif
+#ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES
+#define INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES 98304
 #endif
 namespace detail {
 // The most blocks, up to `most`, that split `warps` warps evenly.
@@ -795,11 +802,10 @@ __host__ __device__ constexpr int even_split(int warps, int most) {
 }
 }  // namespace detail
 
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd>
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, int kMostBlocks>
 struct CtaClusterKernel {
   using Row = CtaKernel<kHidden, TIn, TW, TOut, F, kFusedAdd, false>;  // the block it splits
-  static constexpr int kClusterSize =
-      detail::even_split(Row::kWarps, std::min(INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS, 8));  // 8: a portable cluster
+  static constexpr int kClusterSize = detail::even_split(Row::kWarps, std::min(kMostBlocks, 8));  // 8: portable
   static constexpr int kThreads = Row::kThreads / kClusterSize;
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kVec = Row::kVec;
@@ -913,7 +919,10 @@ struct CtaRmsNorm {
   static constexpr int kManyRowsWaves = INDUCTOR_RMSNORM_CTA_MANY_ROWS_WAVES;
   static constexpr int kManyRowsPerSm = INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM;
   // Rows that leave most SMs idle, each split over a cluster (a cluster of one: never launched).
-  using SplitFewRows = CtaClusterKernel<kHidden, TIn, TW, TOut, F, kFusedAdd>;
+  using SplitFewRows =
+      CtaClusterKernel<kHidden, TIn, TW, TOut, F, kFusedAdd,
+                       kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES ? INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
+                                                                                   : 1>;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1306,7 +1315,7 @@ template <typename Kernel>
 struct HasSplitFewRows<Kernel, std::void_t<typename Kernel::SplitFewRows>> : std::true_type {};
 
 // Launches the kernel for these rows on the current device: a class with two schedules picks one by its
-// kRowSplit (the CTA class first takes few rows split over clusters, where CTA_CLUSTER_BLOCKS asks for them).
+// kRowSplit (the CTA class first takes few rows split over clusters, where its rows are long enough to gain).
 template <typename Kernel>
 cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
   using FewRows = typename Kernel::FewRows;
