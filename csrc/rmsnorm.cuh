@@ -782,13 +782,15 @@ struct CtaKernel {
 // is all that runs, and one SM moves its bytes (fused bf16 8192 x 1 on an H100, run 32: 1.94 us against a
 // same-bytes copy kernel's 1.21). Block b of the cluster runs threads b * kThreads ... of the few-rows schedule's
 // block, each with that thread's vector slots, and sends its warps' sums to every block of the cluster, which add
-// them in that block's order: a row's bits are the CTA kernel's. Rows that move CTA_CLUSTER_MIN_BYTES or more
-// take clusters of the most blocks, up to CTA_CLUSTER_BLOCKS, that split the block's warps evenly, while the
-// rows' clusters take at most one block an SM (16 rows in clusters of 8 on 132 SMs). Measured in bf16 at 1-16
-// rows, clusters of 8 against a block per row (docs/PERFORMANCE.md, runs 33-34): from 96 KiB a row they win
-// (H100: fused 20480 x 1 3.70 -> 2.80 us, fused 24576 x 4 4.45 -> 3.39, plain 24576 x 1 3.04 -> 2.54; H200:
-// fused 12288 x 1 2.68 -> 2.28); below it they lose at 16 rows and at most sizes (H100 plain 16384 x 16 2.66 ->
-// 2.98; H200 plain 2048 x 1 0.98 -> 1.54).
+// them in that block's order: a row's bits are the CTA kernel's. Rows over 8192 elements (a block per row at
+// any row count) that move CTA_CLUSTER_MIN_BYTES or more take clusters of the most blocks, up to
+// CTA_CLUSTER_BLOCKS, that split the block's warps evenly, while the rows' clusters take at most one block an SM
+// (16 rows in clusters of 8 on 132 SMs). Clusters of 8 against a block per row at 1-16 rows (docs/PERFORMANCE.md,
+// runs 33-34, µs): they win on such rows (H100: bf16 fused 24576 x 1 4.36 -> 2.90, plain 24576 x 4 3.24 -> 2.87,
+// float32 fused 12288 x 1 3.63 -> 2.66; H200: bf16 fused 12288 x 1 2.68 -> 2.28, a tie on the H100), lose on
+// long rows that move less (H100 bf16 plain 16384 x 16 2.66 -> 2.98) and on the persistent schedule's rows of
+// up to 8192, however many bytes they move (H100 float32 fused 8192 x 16 2.86 -> 3.36; H200 bf16 plain 2048 x 1
+// 0.98 -> 1.54).
 #ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
 #define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 8
 #endif
@@ -921,8 +923,9 @@ struct CtaRmsNorm {
   // Rows that leave most SMs idle, each split over a cluster (a cluster of one: never launched).
   using SplitFewRows =
       CtaClusterKernel<kHidden, TIn, TW, TOut, F, kFusedAdd,
-                       kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES ? INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
-                                                                                   : 1>;
+                       FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES
+                           ? INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
+                           : 1>;
 };
 
 // ---------------------------------------------------------------------------------------------------------

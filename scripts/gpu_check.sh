@@ -41,9 +41,10 @@
 #               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
-#   ctacluster  few CTA rows split over a cluster of up to 8 blocks (the default from 96 KiB moved a row,
-#               CTA_CLUSTER_MIN_BYTES) against a block a row (CTA_CLUSTER_BLOCKS=0): bf16 8192-24576 and float32
-#               6144-12288, plain and fused, at 1-16 rows, then the CUDA sweep and batch invariance at those sizes
+#   ctacluster  few CTA rows split over a cluster of up to 8 blocks (the default for rows over 8192 elements
+#               that move 96 KiB or more, CTA_CLUSTER_MIN_BYTES) against a block a row (CTA_CLUSTER_BLOCKS=0):
+#               bf16 12288-24576 and float32 8192-12288, plain and fused, at 1-16 rows, then the CUDA sweep and
+#               batch invariance at the sizes that take clusters
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -189,10 +190,10 @@ for group in "$@"; do
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     ctacluster)
-      tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 8192 12288 16384 20480 24576 --tokens 1 4 16
-      tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 6144 8192 12288 --tokens 1 4 16
+      tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 12288 16384 20480 24576 --tokens 1 4 16
+      tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 8192 12288 --tokens 1 4 16
       step ctacluster_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
-        tests/test_hardening_cuda.py -k "[6144- or [12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
+        tests/test_hardening_cuda.py -k "[12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
