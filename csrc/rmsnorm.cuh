@@ -336,6 +336,23 @@ __device__ __forceinline__ void cluster_barrier() {
 #endif
 }
 
+// cluster_barrier in two halves, for a barrier whose wait can come later: this block's threads arrive without
+// ordering memory (for a barrier that only says the block runs), and wait for every thread of the cluster.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
 // Stores `value` at `local`'s place in the shared memory of block `block` of this cluster.
 __device__ __forceinline__ void store_to_cluster_block(float* local, int block, float value) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -783,19 +800,15 @@ struct CtaKernel {
 // same-bytes copy kernel's 1.21). Block b of the cluster runs threads b * kThreads ... of the few-rows schedule's
 // block, each with that thread's vector slots, and sends its warps' sums to every block of the cluster, which add
 // them in that block's order: a row's bits are the CTA kernel's. Rows over 8192 elements (a block per row at
-// any row count) that move CTA_CLUSTER_MIN_BYTES or more take clusters of the most blocks, up to
-// CTA_CLUSTER_BLOCKS, that split the block's warps evenly, while the rows' clusters take at most one block an SM
-// (16 rows in clusters of 8 on 132 SMs). Clusters of 8 against a block per row at 1-16 rows (docs/PERFORMANCE.md,
-// runs 33-34, µs): they win on such rows (H100: bf16 fused 24576 x 1 4.36 -> 2.90, plain 24576 x 4 3.24 -> 2.87,
-// float32 fused 12288 x 1 3.63 -> 2.66; H200: bf16 fused 12288 x 1 2.68 -> 2.28, a tie on the H100), lose on
-// long rows that move less (H100 bf16 plain 16384 x 16 2.66 -> 2.98) and on the persistent schedule's rows of
-// up to 8192, however many bytes they move (H100 float32 fused 8192 x 16 2.86 -> 3.36; H200 bf16 plain 2048 x 1
-// 0.98 -> 1.54).
+// any row count) take clusters of the most blocks, up to CTA_CLUSTER_BLOCKS, that split the block's warps evenly,
+// while the rows' clusters take at most one block an SM (16 rows in clusters of 8 on 132 SMs). Measured on an
+// H100 (docs/PERFORMANCE.md, run 36, µs at 1 / 16 rows), clusters of 8 against a block per row: bf16 plain 12288
+// 1.89 / 2.28 against 2.17 / 2.59, 24576 2.06 / 2.79 against 2.84 / 3.44; bf16 fused 24576 2.55 / 3.36 against
+// 4.23 / 4.87; float32 plain 10240 1.96 / 2.54 against 2.36 / 2.88. Rows of up to 8192 (the persistent
+// schedule's) stay one block: in clusters of 2, 4 or 8 they tied or lost up to 0.6 µs (bf16 plain 8192 x 1 1.59 against
+// 1.86-1.91; runs 33 and 36), as a few cluster launches cost more than such a row's block takes.
 #ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
 #define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 8
-#endif
-#ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES
-#define INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES 98304
 #endif
 namespace detail {
 // The most blocks, up to `most`, that split `warps` warps evenly.
@@ -827,9 +840,12 @@ struct CtaClusterKernel {
   __device__ static int column(int slot) { return (thread() + slot * Row::kThreads) * kVec; }
 
   __device__ static void body(const KernelParams& p) {
-    // The split block's per-warp sums (block_sum's `partial`), two buffers alternating by row: a buffer is
-    // written again two rows later, after a cluster barrier that its readers have passed.
-    __shared__ float partial[2][Row::kWarps];
+    // Distributed shared memory may be written only once every block of the cluster runs: the block says it
+    // runs now and waits for the others just before its first remote store, so the wait overlaps the row's loads
+    // (run 36, H100, against a whole barrier before them: bf16 24576 x 1 2.51 -> 2.06 µs, fused 2.90 -> 2.55).
+    detail::cluster_arrive_relaxed();
+    __shared__ float partial[Row::kWarps];  // the split block's per-warp sums (block_sum's `partial`)
+    const int64_t row = blockIdx.x / kClusterSize;  // a cluster a row: launch_kernel never caps a cluster's grid
     const int lane = threadIdx.x % 32;
     const int warp = detail::cluster_rank() * kWarps + int(threadIdx.x) / 32;  // in the split block
 
@@ -837,31 +853,27 @@ struct CtaClusterKernel {
 #pragma unroll
     for (int i = 0; i < kVecsPerThread; ++i)
       if (owns(i)) w[i].load(static_cast<const TW*>(p.weight) + column(i));
-    detail::cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
-    int parity = 0;
-    for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
-      InVec v[kVecsPerThread];
-      InVec r[Row::kResidualVecs];
-      detail::load_operands<CtaClusterKernel>(v, r, p, row);
-      if constexpr (kFusedAdd) detail::add_residual<CtaClusterKernel>(v, r, p, row);
-      float sum = 0.f;
+    InVec v[kVecsPerThread];
+    InVec r[Row::kResidualVecs];
+    detail::load_operands<CtaClusterKernel>(v, r, p, row);
+    if constexpr (kFusedAdd) detail::add_residual<CtaClusterKernel>(v, r, p, row);
+    float sum = 0.f;
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) detail::add_squares(sum, v[i]);
-      sum = detail::group_sum<32>(sum);
-      if (lane < kClusterSize) detail::store_to_cluster_block(&partial[parity][warp], lane, sum);  // lane b: block b
-      detail::cluster_barrier();
-      float total = 0.f;
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) detail::add_squares(sum, v[i]);
+    sum = detail::group_sum<32>(sum);
+    detail::cluster_wait();
+    if (lane < kClusterSize) detail::store_to_cluster_block(&partial[warp], lane, sum);  // lane b: block b
+    detail::cluster_barrier();
+    float total = 0.f;
 #pragma unroll
-      for (int k = 0; k < Row::kWarps; ++k) total += partial[parity][k];
-      parity ^= 1;
+    for (int k = 0; k < Row::kWarps; ++k) total += partial[k];
 
-      const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
-      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+    const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
+    TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-      for (int i = 0; i < kVecsPerThread; ++i)
-        if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
-    }
+    for (int i = 0; i < kVecsPerThread; ++i)
+      if (owns(i)) Norm::template store<kEvictFirst>(y + column(i), v[i], inv_rms, w[i]);
   }
 
   static int64_t blocks_needed(int64_t rows) { return rows * kClusterSize; }
@@ -923,9 +935,7 @@ struct CtaRmsNorm {
   // Rows that leave most SMs idle, each split over a cluster (a cluster of one: never launched).
   using SplitFewRows =
       CtaClusterKernel<kHidden, TIn, TW, TOut, F, kFusedAdd,
-                       FewRows::kLongRow && kBytesMovedPerRow >= INDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES
-                           ? INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
-                           : 1>;
+                       FewRows::kLongRow ? INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS : 1>;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1160,18 +1170,14 @@ struct ClusterRmsNorm {
   using WVec = detail::WeightVec<TW, kVec>;
   using KernelParams = typename TwoPass::KernelParams;
 
-  // Writes `value` into slot `slot` of every block's `sums` (this block's included) and waits for the cluster.
-  __device__ static void exchange(float (&sums)[kClusterSize], int slot, float value) {
-    if (int(threadIdx.x) < kClusterSize) detail::store_to_cluster_block(&sums[slot], int(threadIdx.x), value);
-    detail::cluster_barrier();
-  }
-
   __device__ static void body(const KernelParams& p) {
     static_assert(kClusterSize > 1, "a row of one step takes the two-pass kernel (detail::launch_on_current)");
-    // Per-warp sums and the cluster's step sums, two buffers each alternating by row: a buffer is written again
-    // two rows later, after barriers its readers have passed (as in block_sum).
-    __shared__ float warp_sums[2][kWarps];
-    __shared__ float step_sums[2][kClusterSize];
+    // As CtaClusterKernel's: the block says it runs, and waits for the others just before its remote stores
+    // (run 36, H100: bf16 32768 x 1 3.32 -> 2.81 µs, 65536 x 16 4.73 -> 4.01).
+    detail::cluster_arrive_relaxed();
+    __shared__ float warp_sums[kWarps];
+    __shared__ float step_sums[kClusterSize];
+    const int64_t row = blockIdx.x / kClusterSize;  // a cluster a row: launch_kernel never caps a cluster's grid
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int step = detail::cluster_rank();
@@ -1182,26 +1188,25 @@ struct ClusterRmsNorm {
       const int i = TwoPass::index(step, u);
       if (TwoPass::inside(step, u)) w[u].load(static_cast<const TW*>(p.weight) + i * kVec);
     }
-    detail::cluster_barrier();  // distributed shared memory may be written only once every block of the cluster runs
-    int parity = 0;
-    for (int64_t row = blockIdx.x / kClusterSize; row < p.rows; row += gridDim.x / kClusterSize) {
-      InVec v[kUnroll];  // this block's step, held for the output: the same loads and sums as the two-pass kernel's
-      const float step_sq = detail::group_sum<32>(TwoPass::load_step(p, row, step, v));
-      if (lane == 0) warp_sums[parity][warp] = step_sq;
-      __syncthreads();
-      exchange(step_sums[parity], step, detail::step_total(warp_sums[parity]));
-      float total = 0.f;
+    InVec v[kUnroll];  // this block's step, held for the output: the same loads and sums as the two-pass kernel's
+    const float step_sq = detail::group_sum<32>(TwoPass::load_step(p, row, step, v));
+    if (lane == 0) warp_sums[warp] = step_sq;
+    __syncthreads();
+    detail::cluster_wait();
+    // This block's step sum into every block's `step_sums` (lane b: block b), then the cluster waits.
+    if (int(threadIdx.x) < kClusterSize)
+      detail::store_to_cluster_block(&step_sums[step], int(threadIdx.x), detail::step_total(warp_sums));
+    detail::cluster_barrier();
+    float total = 0.f;
 #pragma unroll
-      for (int k = 0; k < kClusterSize; ++k) total += step_sums[parity][k];
-      parity ^= 1;
+    for (int k = 0; k < kClusterSize; ++k) total += step_sums[k];
 
-      const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
-      TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+    const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
+    TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = TwoPass::index(step, u);
-        if (TwoPass::inside(step, u)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = TwoPass::index(step, u);
+      if (TwoPass::inside(step, u)) Norm::template store<kEvictFirst>(y + i * kVec, v[u], inv_rms, w[u]);
     }
   }
 
@@ -1289,6 +1294,7 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
   }
   // Fewer threads a block only where there are fewer blocks than SMs, under the persistent cap.
   const int grid = grid_size(*info, Kernel::kPersistentGrid, blocks_needed);
+  if (kCluster > 1 && grid != blocks_needed) return cudaErrorInvalidConfiguration;  // the kernels take a cluster a row
   const bool programmatic = kProgrammaticLaunch && info->programmatic;
   if (programmatic || kCluster > 1) {
     cudaLaunchAttribute attributes[2] = {};

@@ -41,8 +41,8 @@ KERNEL_TABLE = (
     # kernel (docs/PERFORMANCE.md): faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows) and at 16384-24576 bf16
     # at 1-8192 rows (run 19, 20480 x 8192: 1.28x). float32 (run 19): at 12288 faster from 128 rows by 8-14 % and
     # slower at 1-16 rows by 5-12 %; at 16384 faster from 128 rows by 2-3 % but slower at 1-16 by 20-25 %, so
-    # 16384 stays with the wide kernel. On sm_90+, a few rows over 8192 that move 96 KiB or more are each split
-    # over a cluster of 8 blocks (run 34)
+    # 16384 stays with the wide kernel. On sm_90+, a few rows over 8192 are each split over a cluster of up to 8
+    # blocks (runs 34, 36)
     ("cta", 24576, 24576, 12288,
      "from 520 (264 with the residual add) to 24576 in 16-bit types, from 260 to 12288 in float32"),
     # two passes over the row, the second from L2; rows of 2+ steps on sm_90+: a cluster per row while the

@@ -44,8 +44,6 @@ SWITCHES = {
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
     "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
     "the fused add's few CTA rows two vectors a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=0",),
-    "few CTA rows over 8192 split over clusters whatever bytes they move": (
-        "-DINDUCTOR_RMSNORM_CTA_CLUSTER_MIN_BYTES=0",),
     "wide rows a step at a time, none kept in registers": (
         "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
 }

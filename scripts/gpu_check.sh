@@ -41,9 +41,9 @@
 #               (CTA_FUSED_ONE_VECTOR=0), bf16 4608-8192 (the ragged 5376 and 6400 among them: two a thread) and
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
-#   ctacluster  few CTA rows split over a cluster of up to 8 blocks (the default for rows over 8192 elements
-#               that move 96 KiB or more, CTA_CLUSTER_MIN_BYTES) against a block a row (CTA_CLUSTER_BLOCKS=0):
-#               bf16 12288-24576 and float32 8192-12288, plain and fused, at 1-16 rows, then the CUDA sweep and
+#   ctacluster  few CTA rows split over a cluster of up to 8 blocks (the default for rows over 8192 elements)
+#               against a block a row (CTA_CLUSTER_BLOCKS=0):
+#               bf16 12288-24576 and float32 10240-12288, plain and fused, at 1-16 rows, then the CUDA sweep and
 #               batch invariance at the sizes that take clusters
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
@@ -191,7 +191,7 @@ for group in "$@"; do
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     ctacluster)
       tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 12288 16384 20480 24576 --tokens 1 4 16
-      tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 8192 12288 --tokens 1 4 16
+      tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 10240 12288 --tokens 1 4 16
       step ctacluster_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
         tests/test_hardening_cuda.py -k "[12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
     registers)
