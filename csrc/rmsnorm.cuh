@@ -805,8 +805,8 @@ struct CtaKernel {
 // H100 (docs/PERFORMANCE.md, run 36, µs at 1 / 16 rows), clusters of 8 against a block per row: bf16 plain 12288
 // 1.89 / 2.28 against 2.17 / 2.59, 24576 2.06 / 2.79 against 2.84 / 3.44; bf16 fused 24576 2.55 / 3.36 against
 // 4.23 / 4.87; float32 plain 10240 1.96 / 2.54 against 2.36 / 2.88. Rows of up to 8192 (the persistent
-// schedule's) stay one block: in clusters of 2, 4 or 8 they tied or lost up to 0.6 µs (bf16 plain 8192 x 1 1.59 against
-// 1.86-1.91; runs 33 and 36), as a few cluster launches cost more than such a row's block takes.
+// schedule's) stay one block: in clusters of 2, 4 or 8 they tied or lost up to 0.6 µs (runs 33 and 36; bf16
+// plain 8192 x 1 1.59 against 1.86-1.91, 4096 x 1 1.19-1.25 against 1.78).
 #ifndef INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS
 #define INDUCTOR_RMSNORM_CTA_CLUSTER_BLOCKS 8
 #endif
@@ -1193,7 +1193,7 @@ struct ClusterRmsNorm {
     if (lane == 0) warp_sums[warp] = step_sq;
     __syncthreads();
     detail::cluster_wait();
-    // This block's step sum into every block's `step_sums` (lane b: block b), then the cluster waits.
+    // This block's step sum into every block's `step_sums` (thread b: block b), then the cluster waits.
     if (int(threadIdx.x) < kClusterSize)
       detail::store_to_cluster_block(&step_sums[step], int(threadIdx.x), detail::step_total(warp_sums));
     detail::cluster_barrier();
