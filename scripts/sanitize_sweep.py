@@ -16,16 +16,37 @@ five more at row counts that reach the other schedules: `--sizes 8 --tokens 1100
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 import torch
 
-from inductor_rmsnorm import dispatch, ops
+from inductor_rmsnorm import dispatch, jit, ops
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 
 # Full and idle lanes or threads, each kernel class, and each side of the class boundaries.
 SIZES = (8, 24, 64, 200, 256, 264, 512, 520, 2888, 4096, 8192, 8200, 12288, 12296, 24576, 24584, 40960, 65528)
 TOKENS = (1, 7, 129)
+
+
+def instances():
+    """(dtype, weight dtype or None, formulation): what the sweep checks at each size, plain and fused."""
+    for dtype in dispatch.INPUT_DTYPES:
+        for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
+            for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
+                yield dtype, weight_dtype, formulation
+
+
+def prebuild(sizes) -> None:
+    """Builds the sweep's kernel instances in parallel nvcc processes. Left to the first calls they build one at
+    a time: five long sizes took 7.6 minutes on the device's 16 cores (docs/PERFORMANCE.md, run 36)."""
+    keys = dict.fromkeys(jit.KernelKey.create(hidden, *instance, fused_add=fused_add)
+                         for hidden in sizes for instance in instances() for fused_add in (False, True))
+    start = time.perf_counter()
+    results = jit.build_many(keys, jit.arch_for_device(torch.cuda.current_device()), os.cpu_count() or 1)
+    failed = sum(error is not None for _, error in results)  # the sweep's call raises the build error
+    print(f"{len(keys) - failed} of {len(keys)} instances ready in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main() -> int:
@@ -41,31 +62,30 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("the sanitizer sweep needs a CUDA GPU; skipped")
         return 0
+    sizes = args.sizes[shard::shards]
+    prebuild(sizes)
     checked = failed = 0
-    for hidden in args.sizes[shard::shards]:
-        for dtype in dispatch.INPUT_DTYPES:
-            for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
-                for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
-                    weight = None if weight_dtype is None else torch.randn(hidden, device="cuda", dtype=weight_dtype)
-                    out_dtype = dispatch.output_dtype(dtype, weight_dtype, formulation)
-                    for tokens in args.tokens:
-                        padded = torch.randn(tokens, hidden + 16, device="cuda", dtype=dtype)
-                        for x in (padded[:, :hidden].contiguous(), padded[:, :hidden]):
-                            expected = rms_norm_reference(x, weight, 1e-6, formulation)
-                            results = [(ops.rms_norm(x, weight, 1e-6, formulation), expected)]
-                            if out_dtype == dtype:
-                                in_place = x.clone()
-                                ops.rms_norm_out(in_place, in_place, weight, 1e-6, formulation)
-                                results.append((in_place, expected))
-                            residual = torch.randn_like(x)
-                            fused = ops.fused_add_rms_norm(x, residual, weight, 1e-6, formulation)
-                            results += zip(fused, fused_add_rms_norm_reference(x, residual, weight, 1e-6, formulation))
-                            for result, reference in results:
-                                checked += 1
-                                if not torch.allclose(result.float(), reference.float(), rtol=2e-2, atol=2e-2):
-                                    failed += 1
-                                    print(f"MISMATCH hidden {hidden} {dtype} w {weight_dtype} {formulation} "
-                                          f"tokens {tokens}")
+    for hidden in sizes:
+        for dtype, weight_dtype, formulation in instances():
+            weight = None if weight_dtype is None else torch.randn(hidden, device="cuda", dtype=weight_dtype)
+            out_dtype = dispatch.output_dtype(dtype, weight_dtype, formulation)
+            for tokens in args.tokens:
+                padded = torch.randn(tokens, hidden + 16, device="cuda", dtype=dtype)
+                for x in (padded[:, :hidden].contiguous(), padded[:, :hidden]):
+                    expected = rms_norm_reference(x, weight, 1e-6, formulation)
+                    results = [(ops.rms_norm(x, weight, 1e-6, formulation), expected)]
+                    if out_dtype == dtype:
+                        in_place = x.clone()
+                        ops.rms_norm_out(in_place, in_place, weight, 1e-6, formulation)
+                        results.append((in_place, expected))
+                    residual = torch.randn_like(x)
+                    fused = ops.fused_add_rms_norm(x, residual, weight, 1e-6, formulation)
+                    results += zip(fused, fused_add_rms_norm_reference(x, residual, weight, 1e-6, formulation))
+                    for result, reference in results:
+                        checked += 1
+                        if not torch.allclose(result.float(), reference.float(), rtol=2e-2, atol=2e-2):
+                            failed += 1
+                            print(f"MISMATCH hidden {hidden} {dtype} w {weight_dtype} {formulation} tokens {tokens}")
         print(f"hidden {hidden} done: {checked} checked", flush=True)  # progress, should a sanitizer run time out
     torch.cuda.synchronize()
     print(f"{checked - failed} passed, {failed} failed")
