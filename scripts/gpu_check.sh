@@ -193,7 +193,7 @@ for group in "$@"; do
       tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 12288 16384 20480 24576 --tokens 1 4 16
       tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 10240 12288 --tokens 1 4 16
       step ctacluster_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
-        tests/test_hardening_cuda.py -k "[12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
+        tests/test_hardening_cuda.py -k "[8200- or [12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
