@@ -28,12 +28,14 @@ from inductor_rmsnorm import dispatch, jit
 # smallest (float32 260; 16-bit 520, and 264 with the residual add: rows whose many rows take the warp kernel),
 # full warps (512), rows of 4-6 KiB (1280; 512 and 520 with the residual add: a block per row on GPUs of slower
 # memory), idle threads (2888, 24568), 16-bit rows the fused add's few-rows schedule holds in one vector a thread
-# (5120, and 7680: the widest, 960 threads) and the largest;
+# (5120, and 7680: the widest, 960 threads), long rows whose few rows split over clusters of 6 (9216), 7 or 3
+# (13824) and 8 blocks, and the largest;
 # wide: the smallest (float32 12292, 16-bit 24584: two steps, the second of 1025 vectors, one slot across the
 # row's end), whole steps, an odd number of steps (40960 and 49152: three), and the largest with a partial last
 # step.
 SIZES_CHECKED = {"warp": (8, 24, 96, 192, 200, 256, 264, 384, 512),
-                 "cta": (260, 264, 512, 520, 1280, 2888, 4096, 5120, 7680, 8192, 8200, 12288, 24568, 24576),
+                 "cta": (260, 264, 512, 520, 1280, 2888, 4096, 5120, 7680, 8192, 8200, 9216, 12288, 13824, 24568,
+                         24576),
                  "wide": (12292, 24584, 32768, 40960, 49152, 65528)}
 # Non-default tuning switches, each group compiled with its flags on bf16 instances of every size above.
 SWITCHES = {

@@ -25,8 +25,9 @@ import torch
 from inductor_rmsnorm import dispatch, jit, ops
 from inductor_rmsnorm.reference import fused_add_rms_norm_reference, rms_norm_reference
 
-# Full and idle lanes or threads, each kernel class, and each side of the class boundaries.
-SIZES = (8, 24, 64, 200, 256, 264, 512, 520, 2888, 4096, 8192, 8200, 12288, 12296, 24576, 24584, 40960, 65528)
+# Full and idle lanes or threads, each kernel class, each side of the class boundaries, and few long CTA rows split
+# over clusters of 8 (12288, 24576) and of 7 or 3 blocks (13824).
+SIZES = (8, 24, 64, 200, 256, 264, 512, 520, 2888, 4096, 8192, 8200, 12288, 12296, 13824, 24576, 24584, 40960, 65528)
 TOKENS = (1, 7, 129)
 
 

@@ -23,13 +23,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # float32, 520 16-bit, 264 16-bit with the residual add), full or idle threads, rows of 4-6 KiB (1280 16-bit: a
 # block per row on GPUs of slower memory), the sizes of real models (1536, 2880, 5376, 7168), the widest 16-bit rows
 # that the fused add's few-rows schedule holds in one vector a thread (7680: 960 threads), the rows over 8192
-# that it serves with a block per row (8196 to 12288 in float32, 24576 in 16-bit types), the largest; the wide
+# that it serves with a block per row (8196 to 12288 in float32, 24576 in 16-bit types), the largest, and whose
+# few rows it splits over clusters of every size the warps give (9216: 6 blocks, 5 in float32; 11264: 5, and 2 for
+# the fused add beside a float32 weight; 13824: 7, and 3 so; 12288 and 24576: 8; 8200: none); the wide
 # kernel from the next size: rows of whole steps, of a last step partly filled (40960: each of its slots wholly in
 # or out of the row; 32776, 65528: a slot across the row's end), of 2 to 8 steps.
 # Sizes that are multiples of 4 but not 8 exist for float32 alone.
 SIZES = [4, 8, 12, 24, 40, 64, 96, 128, 192, 200, 248, 256, 260, 264, 512, 520, 1000, 1280, 1536, 2048, 2816, 2880,
-         2884, 3072, 4096, 5120, 5376, 7168, 7680, 8184, 8192, 8196, 8200, 12280, 12288, 12292, 12296,
-         16384, 24568, 24576, 24584, 32776, 40960, 65528, 65536]
+         2884, 3072, 4096, 5120, 5376, 7168, 7680, 8184, 8192, 8196, 8200, 9216, 11264, 12280, 12288, 12292, 12296,
+         13824, 16384, 24568, 24576, 24584, 32776, 40960, 65528, 65536]
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 TOKENS = [1, 7, 129, 8200]  # more rows than a persistent grid has blocks, for rows up to 8192
 
@@ -64,7 +66,7 @@ def fused_tokens_for(hidden, dtype):
 # (formulation, weight): the weight in the input's dtype, none, or float32 beside 16-bit activations.
 VARIANTS = [("torch", "same"), ("llama", "same"), ("gemma", "same"), ("torch", "none")]
 MIXED_VARIANTS = [("torch", "float32"), ("llama", "float32"), ("gemma", "float32"), ("llama_single_rounding", "float32")]
-MIXED_SIZES = [24, 64, 256, 512, 2816, 2880, 7680, 8192, 12288, 16384, 24576]
+MIXED_SIZES = [24, 64, 256, 512, 2816, 2880, 7680, 8192, 11264, 12288, 13824, 16384, 24576]
 EPS = 1e-5
 
 
@@ -86,7 +88,7 @@ def all_cases():
 
 CASES = list(all_cases())
 FUSED_SIZES = [8, 24, 64, 96, 128, 200, 256, 264, 512, 520, 2816, 2880, 4096, 5120, 7168, 7680, 8184, 8192, 8200,
-               12288, 12296, 16384, 24576, 24584, 32776, 40960, 65528]
+               9216, 11264, 12288, 12296, 13824, 16384, 24576, 24584, 32776, 40960, 65528]
 FUSED_CASES = [case for case in CASES if case[0] in FUSED_SIZES]
 
 

@@ -24,13 +24,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # float32 with idle lanes; CTA in three dtypes and a long row, rows of one vector a thread whose many rows take
 # the warp kernel (520, and 384 with the residual add), rows of 4-6 KiB (1280; 520 with the residual add) that
 # take a block per row on GPUs of slower memory, fused rows in one vector a thread in the few-rows schedule and
-# two summed apart in the block per row (5120 bf16) or two in both (4096 float32); wide: rows of 2, 4 and 5
-# steps, whose few rows take a cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
+# two summed apart in the block per row (5120 bf16) or two in both (4096 float32), long rows whose few rows split
+# over clusters of 8 (16384 bf16) and of 7 (13824 fp16); wide: rows of 2, 4 and 5 steps, whose few rows take a
+# cluster per row, the last step of 24584 bf16 and of 32776 float32 ragged)
 SHAPES = [(96, torch.bfloat16), (128, torch.bfloat16), (192, torch.float16), (384, torch.bfloat16),
           (520, torch.bfloat16), (200, torch.float32), (1280, torch.bfloat16), (2048, torch.bfloat16),
           (4096, torch.bfloat16), (5120, torch.bfloat16), (1536, torch.float16), (2048, torch.float32),
-          (4096, torch.float32), (16384, torch.bfloat16), (24584, torch.bfloat16), (65536, torch.bfloat16),
-          (32776, torch.float32)]
+          (4096, torch.float32), (13824, torch.float16), (16384, torch.bfloat16), (24584, torch.bfloat16),
+          (65536, torch.bfloat16), (32776, torch.float32)]
 
 
 @pytest.mark.parametrize("hidden, dtype", SHAPES, ids=[f"{h}-{str(d)[6:]}" for h, d in SHAPES])
@@ -83,6 +84,8 @@ def test_a_rows_result_does_not_depend_on_the_run_or_the_batch(hidden, dtype):
     #   vector a thread that take the warp kernel; with the residual add, 5120 bf16 one vector a thread in the
     #   persistent schedule and two summed apart in the block per row (two in both under
     #   INDUCTOR_RMSNORM_TUNING=CTA_FUSED_ONE_VECTOR=0, as 4096 fp32 always);
+    # - CTA rows over 8192 (13824, 16384): the batch and the 295-row slice a block per row, the one-row slices a
+    #   cluster of 7 or 8 blocks;
     # - wide rows of several steps: the batch and the 295-row slice the two-pass kernel, the one-row slices a
     #   cluster per row.
     rows_per_sm = 512 if kernel_for(hidden, dtype) == "warp" else 64
