@@ -42,9 +42,9 @@
 #               float32 2560-4096 (two in both) at 128-32768 rows, then the batch-invariance and kernel tests at
 #               those sizes under the switch
 #   ctacluster  few CTA rows split over a cluster of up to 8 blocks (the default for rows over 8192 elements)
-#               against a block a row (CTA_CLUSTER_BLOCKS=0):
-#               bf16 12288-24576 and float32 10240-12288, plain and fused, at 1-16 rows, then the CUDA sweep and
-#               batch invariance at the sizes that take clusters
+#               against a block a row (CTA_CLUSTER_BLOCKS=0): bf16 9216-24576 (clusters of 6, 8, 7 and 8 blocks)
+#               and float32 10240-12288, plain and fused, at 1-16 rows, then the CUDA sweep and batch invariance at
+#               the sizes that take clusters
 #   registers   the two-pass kernel's register bound (WIDE_MIN_BLOCKS: 1 up to 128 registers for float32 rows, the
 #               default; 0 ptxas's own choice; 2 at most 64), float32 and bf16, plain and fused, 1024 and 8192 rows
 #   cluster     the wide class's cluster per row (the default while its blocks fit one per SM,
@@ -190,10 +190,11 @@ for group in "$@"; do
         -p no:cacheprovider tests/test_hardening_cuda.py tests/test_cuda_kernels.py -k "fused_add_matches_eager and \
         ([4096- or [5120- or [7168- or [7680- or [8192-) or run_or_the_batch and ([5120- or [4096-float32)" ;;
     ctacluster)
-      tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 12288 16384 20480 24576 --tokens 1 4 16
+      tune ctacluster --variants "" CTA_CLUSTER_BLOCKS=0 --hidden 9216 12288 13824 16384 20480 24576 --tokens 1 4 16
       tune ctacluster_fp32 --variants "" CTA_CLUSTER_BLOCKS=0 --dtype float32 --hidden 10240 12288 --tokens 1 4 16
       step ctacluster_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
-        tests/test_hardening_cuda.py -k "[8200- or [12288- or [16384- or [24568- or [24576- or run_or_the_batch" ;;
+        tests/test_hardening_cuda.py -k "[9216- or [11264- or [12288- or [13824- or [16384- or [24568- or [24576- or \
+        run_or_the_batch" ;;
     registers)
       tune registers_fp32 --variants "" WIDE_MIN_BLOCKS=0 WIDE_MIN_BLOCKS=2 --dtype float32 \
         --hidden 12292 16384 20480 32768 36864 49152 65536 --tokens 1024 8192
