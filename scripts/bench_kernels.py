@@ -237,12 +237,14 @@ def plan_replay(x_bytes: int, bytes_moved: int, copy_bandwidth: float, launch_fl
 
     The call estimate is the larger of the launch floor and a copy of the same bytes. Every buffer is read once
     per replay at least, so the buffer count is capped by the calls a replay may hold: inputs under ~0.6 MiB
-    rotate through less than the L2 (they are launch-bound anyway).
+    rotate through less than the L2 (they are launch-bound anyway). The buffers together stay within
+    MAX_BUFFER_BYTES, down to one: inputs of over 4 GiB are far past any L2, and a second set may not fit beside
+    the outputs (fused bf16 65536 x 65536 on an 80 GB H100 ran out of memory with two, run 37).
     """
     estimated_call = max(launch_floor, bytes_moved / copy_bandwidth)
     calls = min(MAX_CALLS_PER_REPLAY, math.ceil(TARGET_REPLAY_SECONDS / estimated_call))
     buffers = max(2, math.ceil(max(MIN_ROTATION_BYTES, 2 * l2_cache_bytes()) / x_bytes))
-    buffers = min(buffers, max(2, MAX_BUFFER_BYTES // x_bytes), MAX_CALLS_PER_REPLAY)
+    buffers = min(buffers, max(1, MAX_BUFFER_BYTES // x_bytes), MAX_CALLS_PER_REPLAY)
     return max(calls, buffers), buffers
 
 
@@ -292,6 +294,18 @@ def derived_ratios(us: dict[str, float | None], moved: int, copy_bandwidth: floa
     }
 
 
+def first_call_checked(provider: Provider, operands: tuple, weight, expected) -> float:
+    """Seconds of the provider's first call (it compiles, builds or loads), whose output must match the
+    reference. The output goes when this returns, so no provider's output stays beside the next provider's call
+    (fused 65536 x 65536 bf16 outputs take 16 GiB each)."""
+    start = time.perf_counter()
+    output = provider.function(*operands, weight)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    check_output(output, expected)
+    return seconds
+
+
 def measure_point(
     dtype_name: str, hidden: int, tokens: int, providers: list[Provider], copy_bandwidth: float,
     launch_floor: float, replays: int, fused_add: bool = False,
@@ -318,11 +332,7 @@ def measure_point(
             record["skipped"][provider.name] = f"no kernel for hidden {hidden} in {dtype_name}"
             continue
         try:
-            start = time.perf_counter()
-            output = provider.function(*inputs[0], weight)  # the first call compiles, builds or loads
-            torch.cuda.synchronize()
-            record["first_call_s"][provider.name] = time.perf_counter() - start
-            check_output(output, expected)
+            record["first_call_s"][provider.name] = first_call_checked(provider, inputs[0], weight, expected)
             ready.append(provider)
         except WrongResult as failure:
             record["failed_checks"][provider.name] = str(failure)
