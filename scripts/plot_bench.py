@@ -36,6 +36,7 @@ def main() -> int:
         print(f"no records for {dtype} in {args.json_path}")
         return 1
     copy = environment["copy_bandwidth_bytes_per_s"]
+    what = f"{dtype}, residual add + norm" if records[0].get("fused_add") else dtype
     most_tokens = max(r["tokens"] for r in records)
     figure, (bandwidth, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     for provider in PROVIDERS:
@@ -48,10 +49,10 @@ def main() -> int:
         if points:
             latency.plot(*zip(*points), marker="o", label=provider)
     bandwidth.set(xscale="log", xlabel="hidden size", ylabel="fraction of copy bandwidth",
-                  title=f"{most_tokens} tokens, {dtype}", ylim=(0, 1.05))
+                  title=f"{most_tokens} tokens, {what}", ylim=(0, 1.05))
     bandwidth.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     latency.set(xscale="log", yscale="log", xlabel="tokens", ylabel="µs per call (graph replay)",
-                title=f"hidden {args.hidden}, {dtype}")
+                title=f"hidden {args.hidden}, {what}")
     for axes in (bandwidth, latency):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
