@@ -119,6 +119,12 @@ struct FusedAddParams : Params {
 #ifndef INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM
 #define INDUCTOR_RMSNORM_CTA_WARP_ROWS_PER_SM 8
 #endif
+// 1: the row loads (x, the residual) of the warp kernel and of the CTA kernel's persistent schedule leave L1 alone
+// (ld.global.L1::no_allocate; see the kernels' kRowLoadsSkipL1). Measured faster on an H100 (run 38), but off
+// until the kernel tests have run with it on a GPU.
+#ifndef INDUCTOR_RMSNORM_ROW_LOADS_SKIP_L1
+#define INDUCTOR_RMSNORM_ROW_LOADS_SKIP_L1 0
+#endif
 // The two-pass kernel's blocks an SM for ptxas's register budget (__launch_bounds__): 0 leaves ptxas its own
 // heuristic, 1 or 2 bound it at 128 or 64 registers a thread; -1 takes the measured rule
 // (TwoPassRmsNorm::kMinBlocks).
@@ -127,6 +133,7 @@ struct FusedAddParams : Params {
 #endif
 constexpr bool kPrefetch = INDUCTOR_RMSNORM_PREFETCH != 0;
 constexpr bool kProgrammaticLaunch = INDUCTOR_RMSNORM_PDL != 0;
+constexpr bool kRowLoadsMaySkipL1 = INDUCTOR_RMSNORM_ROW_LOADS_SKIP_L1 != 0;
 constexpr bool switch_or(int value, bool measured) { return value < 0 ? measured : value != 0; }
 constexpr bool streaming_or(bool measured) { return switch_or(INDUCTOR_RMSNORM_STREAMING, measured); }
 constexpr bool persistent_or(bool measured) { return switch_or(INDUCTOR_RMSNORM_PERSISTENT, measured); }
@@ -163,11 +170,20 @@ struct alignas(16) Vec {
     for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = reinterpret_cast<const uint4*>(v)[c];
   }
   // For rows read or written exactly once (x, residual, y, the sum): the weight, reused by every row, uses load.
-  template <bool kEvictFirst>
+  // kSkipL1: the line is not allocated in L1 (L2 keeps it as a plain load would).
+  template <bool kEvictFirst, bool kSkipL1 = false>
   __device__ __forceinline__ void load_once(const T* p) {
     if constexpr (kEvictFirst) {
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(v)[c] = __ldcs(reinterpret_cast<const uint4*>(p) + c);
+    } else if constexpr (kSkipL1) {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        uint4& chunk = reinterpret_cast<uint4*>(v)[c];
+        asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(chunk.x), "=r"(chunk.y), "=r"(chunk.z), "=r"(chunk.w)
+                     : "l"(reinterpret_cast<const uint4*>(p) + c));
+      }
     } else {
       load(p);
     }
@@ -245,7 +261,8 @@ __device__ __forceinline__ void load_row(V (&v)[N], const KernelParams& p, int64
   const auto* x = row_pointer<kOperand, typename V::Element>(p, row);
 #pragma unroll
   for (int i = 0; i < N; ++i)
-    if (Kernel::owns(i)) v[i].template load_once<Kernel::kEvictFirst>(x + Kernel::column(i));
+    if (Kernel::owns(i))
+      v[i].template load_once<Kernel::kEvictFirst, Kernel::kRowLoadsSkipL1>(x + Kernel::column(i));
 }
 
 // Loads `row` of x (and of the residual, for the fused-add variant) if the row exists.
@@ -473,6 +490,9 @@ struct WarpKernel {
   // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
+  // With ROW_LOADS_SKIP_L1, rows skip L1 in every schedule (the CTA kernel's persistent schedule says why): on an
+  // H100 (run 38) plain bf16 512 x 32768 24.36 -> 23.83 µs, fused 256 x 1024 1.91 -> 1.84, the others within 1 %.
+  static constexpr bool kRowLoadsSkipL1 = kRowLoadsMaySkipL1;
   // (INDUCTOR_RMSNORM_PERSISTENT=0 / 1 turns either one-row schedule into the other, for tuning.)
   static constexpr bool kPersistentGrid =
       kSchedule != WarpSchedule::kTwoRowsAtOnce && persistent_or(kSchedule == WarpSchedule::kPersistent);
@@ -723,6 +743,13 @@ struct CtaKernel {
   static constexpr bool kPersistentGrid = !kManyRows && !kLongRow;
   static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid;
   static constexpr bool kHoldWeight = kPersistentGrid;
+  // The persistent schedule holds the weight in registers and reads each row once: with ROW_LOADS_SKIP_L1 its row
+  // loads skip L1. On an H100 (run 38, bf16, µs) that gained most where a call's rows are about the size of L2,
+  // fused 5120 / 7168 x 1024 13.28 / 21.34 -> 12.53 / 19.82 (Inductor, whose persistent reductions load rows
+  // evict-first: 19.09 at 7168), and was even elsewhere; in the block per row, which reloads the weight each row,
+  // it cost 1-2 % at every point (plain 2048 / 8192 x 32768 90.42 / 357.33 -> 92.00 / 361.17): there rows
+  // allocate in L1 either way.
+  static constexpr bool kRowLoadsSkipL1 = kRowLoadsMaySkipL1 && kPersistentGrid;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
   static constexpr bool kRagged = kThreads * kVecsPerThread != kVecsPerRow;
@@ -826,6 +853,7 @@ struct CtaClusterKernel {
   static constexpr int kVec = Row::kVec;
   static constexpr int kVecsPerThread = Row::kVecsPerThread;
   static constexpr bool kEvictFirst = Row::kEvictFirst;
+  static constexpr bool kRowLoadsSkipL1 = Row::kRowLoadsSkipL1;
   static constexpr bool kPersistentGrid = false;
   static_assert(!Row::kSumSlotsApart, "the few-rows block it splits sums a thread's slots together");
 

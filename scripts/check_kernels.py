@@ -44,6 +44,7 @@ SWITCHES = {
     "streaming hints nowhere, warp and wide grids persistent": (
         "-DINDUCTOR_RMSNORM_STREAMING=0", "-DINDUCTOR_RMSNORM_PERSISTENT=1"),
     "programmatic launch off": ("-DINDUCTOR_RMSNORM_PDL=0",),
+    "row loads skipping L1": ("-DINDUCTOR_RMSNORM_ROW_LOADS_SKIP_L1=1",),
     "warp rows in whole lane groups": ("-DINDUCTOR_RMSNORM_WARP_WHOLE_LANES=1",),
     "the fused add's few CTA rows two vectors a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=0",),
     "wide rows a step at a time, none kept in registers": (
