@@ -90,6 +90,15 @@ def weight_dtypes_for(input_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
     return (input_dtype,) if input_dtype == torch.float32 else (input_dtype, torch.float32)
 
 
+def kernel_variants():
+    """Every (input dtype, weight dtype or None, formulation) the kernels build. Without a weight the formulations
+    compute the same, so that case comes once, as "torch"."""
+    for input_dtype in INPUT_DTYPES:
+        for weight_dtype in (*weight_dtypes_for(input_dtype), None):
+            for formulation in FORMULATIONS if weight_dtype is not None else ("torch",):
+                yield input_dtype, weight_dtype, formulation
+
+
 def output_dtype(input_dtype: torch.dtype, weight_dtype: torch.dtype | None, formulation: str) -> torch.dtype:
     """The dtype the formulation returns: `w * h.to(x.dtype)` promotes for "llama"; the others cast to x's."""
     if formulation in ("llama", "llama_single_rounding") and weight_dtype is not None:

@@ -57,14 +57,12 @@ def keys_to_check() -> dict[str, list[jit.KernelKey]]:
     keys: dict[str, list[jit.KernelKey]] = {}
     for kernel_class, sizes in SIZES_CHECKED.items():
         for hidden in sizes:
-            for dtype, fused_add in itertools.product(dispatch.INPUT_DTYPES, (False, True)):
+            for (dtype, weight, formulation), fused_add in itertools.product(dispatch.kernel_variants(), (False, True)):
                 if dispatch.kernel_for(hidden, dtype, fused_add=fused_add) != kernel_class:
                     continue
-                for weight in (*dispatch.weight_dtypes_for(dtype), None):
-                    for formulation in dispatch.FORMULATIONS if weight is not None else ("torch",):
-                        key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
-                        if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
-                            keys[kernel_class].append(key)
+                key = jit.KernelKey.create(hidden, dtype, weight, formulation, fused_add)
+                if key not in keys.setdefault(kernel_class, []):  # formulations can share an instance
+                    keys[kernel_class].append(key)
     for switch in SWITCHES:
         keys[switch] = [jit.KernelKey.create(hidden, torch.bfloat16, torch.bfloat16, "torch", fused_add)
                         for kernel_class, sizes in SIZES_CHECKED.items() for hidden in sizes for fused_add in (False, True)

@@ -31,19 +31,11 @@ SIZES = (8, 24, 64, 200, 256, 264, 512, 520, 2888, 4096, 8192, 8200, 12288, 1229
 TOKENS = (1, 7, 129)
 
 
-def instances():
-    """(dtype, weight dtype or None, formulation): what the sweep checks at each size, plain and fused."""
-    for dtype in dispatch.INPUT_DTYPES:
-        for weight_dtype in (*dispatch.weight_dtypes_for(dtype), None):
-            for formulation in dispatch.FORMULATIONS if weight_dtype else ("torch",):
-                yield dtype, weight_dtype, formulation
-
-
 def prebuild(sizes) -> None:
     """Builds the sweep's kernel instances in parallel nvcc processes. Left to the first calls they build one at
     a time: five long sizes took 7.6 minutes on the device's 16 cores (docs/PERFORMANCE.md, run 36)."""
     keys = dict.fromkeys(jit.KernelKey.create(hidden, *instance, fused_add=fused_add)
-                         for hidden in sizes for instance in instances() for fused_add in (False, True))
+                         for hidden in sizes for instance in dispatch.kernel_variants() for fused_add in (False, True))
     start = time.perf_counter()
     results = jit.build_many(keys, jit.arch_for_device(torch.cuda.current_device()), os.cpu_count() or 1)
     failed = sum(error is not None for _, error in results)  # the sweep's call raises the build error
@@ -67,7 +59,7 @@ def main() -> int:
     prebuild(sizes)
     checked = failed = 0
     for hidden in sizes:
-        for dtype, weight_dtype, formulation in instances():
+        for dtype, weight_dtype, formulation in dispatch.kernel_variants():
             weight = None if weight_dtype is None else torch.randn(hidden, device="cuda", dtype=weight_dtype)
             out_dtype = dispatch.output_dtype(dtype, weight_dtype, formulation)
             for tokens in args.tokens:

@@ -66,6 +66,15 @@ def test_weight_dtype_rules():
     assert "weight dtype" in dispatch.unsupported_reason(4096, torch.float32, torch.bfloat16)
 
 
+def test_kernel_variants_pair_each_weight_with_every_formulation_and_no_weight_with_one():
+    variants = list(dispatch.kernel_variants())
+    assert len(variants) == len(set(variants)) == 23  # 16-bit: 2 weights x 4 formulations + none; float32: 4 + 1
+    for dtype in dispatch.INPUT_DTYPES:
+        for weight in dispatch.weight_dtypes_for(dtype):
+            assert [f for d, w, f in variants if (d, w) == (dtype, weight)] == list(dispatch.FORMULATIONS)
+        assert [f for d, w, f in variants if (d, w) == (dtype, None)] == ["torch"]
+
+
 def test_output_dtype_follows_each_formulation():
     bf16, fp32 = torch.bfloat16, torch.float32
     assert dispatch.output_dtype(bf16, fp32, "llama") == fp32  # w * h.to(bf16) promotes
