@@ -9,8 +9,13 @@ import torch
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float, formulation: str) -> torch.Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return normalized_with(x, torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps), weight, formulation)
+
+
+def normalized_with(x: torch.Tensor, inv_rms: torch.Tensor, weight: torch.Tensor | None,
+                    formulation: str) -> torch.Tensor:
+    """The formulation's output from a given fp32 1 / rms of each row (the tests also pass one summed in fp64)."""
+    h = x.float() * inv_rms
     if weight is None:
         return h.to(x.dtype)
     if formulation == "torch":  # torch.rms_norm's composite: fp32 multiply, cast once

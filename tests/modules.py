@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from inductor_rmsnorm.numerics import ulp_distance
+from inductor_rmsnorm.reference import normalized_with
 
 
 class LlamaRMSNorm(torch.nn.Module):
@@ -160,4 +161,15 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     if differing > 1 and differing * 100 > distance.numel():
         problems.append(f"{differing / distance.numel():.2%} of elements differ ({flipped} from a flipped first "
                         "rounding; bar 1 %)")
+    if problems:
+        problems.append(_against_fp64_mean(actual, expected, x, weight, eps, formulation))
     return "; ".join(problems) or None
+
+
+def _against_fp64_mean(actual, expected, x, weight, eps, formulation) -> str:
+    """Which side of a failed comparison is further from the formulation computed with each row's mean of squares
+    summed in fp64 (then 1 / rms in fp32, as both sides): the kernel, or the eager module's own reduction."""
+    inv_rms = torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + eps).float()
+    exact = normalized_with(x, inv_rms, weight, formulation)
+    ours, eager = (int((ulp_distance(t, exact) != 0).sum()) for t in (actual, expected))
+    return f"elements off the fp64-mean reference: ours {ours}, eager {eager} of {exact.numel()}"

@@ -3,6 +3,7 @@ eager module's own output, allow the rare flipped first rounding of the Llama fo
 
 import torch
 
+from inductor_rmsnorm.reference import normalized_with
 from modules import _step_one_ulp, check_against_eager, eager_module, random_weight
 
 EPS = 1e-6
@@ -34,7 +35,8 @@ def test_one_flipped_rounding_passes_in_a_tiny_tensor_and_two_do_not():
     actual[0, 10] = flipped[0, 10]
     assert check(actual, x, weight, expected) is None
     actual[0, 20] = flipped[0, 20]
-    assert check(actual, x, weight, expected) == "2.08% of elements differ (2 from a flipped first rounding; bar 1 %)"
+    assert check(actual, x, weight, expected).startswith(
+        "2.08% of elements differ (2 from a flipped first rounding; bar 1 %); ")
 
 
 def test_flips_count_toward_the_one_percent_bar_in_a_large_tensor():
@@ -51,3 +53,15 @@ def test_an_element_off_by_more_than_a_flip_fails():
     actual = expected.clone()
     actual[2, 7] += 1.0
     assert check(actual, x, weight, expected).startswith("1 elements beyond 1 ulp")
+
+
+def test_a_failure_says_which_side_is_off_the_fp64_mean():
+    """A bar miss names how many elements each side has off the output from a mean of squares summed in fp64, so
+    a GPU failure shows whether the kernel's reduction or the eager module's strayed."""
+    x, weight, _, _ = llama_case(1, 96)
+    inv_rms = torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + EPS).float()
+    exact = normalized_with(x, inv_rms, weight, "llama")
+    actual = exact.clone()
+    actual[0, 3:5] = (weight * _step_one_ulp((x.float() * inv_rms).to(torch.float16), 1))[0, 3:5]
+    assert check(actual, x, weight, exact).endswith("; elements off the fp64-mean reference: ours 2, eager 0 of 96")
+    assert check(exact, x, weight, actual).endswith("; elements off the fp64-mean reference: ours 0, eager 2 of 96")
