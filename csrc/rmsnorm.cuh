@@ -494,8 +494,8 @@ struct WarpKernel {
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
   // With ROW_LOADS_SKIP_L1, rows skip L1 in every schedule (the CTA kernel's persistent schedule says why): on an
-  // H100 (run 38, bf16, µs) plain 256 x 8192 3.62 -> 3.50, 512 x 32768 24.36 -> 23.83, fused 256 x 1024 1.91 ->
-  // 1.84, the others within 1 %.
+  // H100 (bf16, µs) plain 256 x 8192 3.62 -> 3.50 and 512 x 32768 24.36 -> 23.83 in run 38, 3.63 -> 3.66 and
+  // 24.30 -> 24.25 in run 39; fused 64 x 1024 1.61 -> 1.50 (run 39); the others within 3 %.
   static constexpr bool kRowLoadsSkipL1 = kRowLoadsMaySkipL1;
   // (INDUCTOR_RMSNORM_PERSISTENT=0 / 1 turns either one-row schedule into the other, for tuning.)
   static constexpr bool kPersistentGrid =
@@ -748,11 +748,10 @@ struct CtaKernel {
   static constexpr bool kPrefetchRow = kPrefetch && kPersistentGrid;
   static constexpr bool kHoldWeight = kPersistentGrid;
   // The persistent schedule holds the weight in registers and reads each row once: with ROW_LOADS_SKIP_L1 its row
-  // loads skip L1. On an H100 (run 38, bf16, µs) that gained most where a call's rows are about the size of L2,
-  // fused 5120 / 7168 x 1024 13.28 / 21.34 -> 12.53 / 19.82 (Inductor, whose persistent reductions load rows
-  // evict-first: 19.09 at 7168), and was even elsewhere; in the block per row, which reloads the weight each row,
-  // it cost 1-2 % at every point (plain 2048 / 8192 x 32768 90.42 / 357.33 -> 92.00 / 361.17): there rows
-  // allocate in L1 either way.
+  // loads skip L1. On an H100 (run 39, bf16, µs) fused 5120 x 1024 13.20 -> 12.38, plain 8192 x 1024 10.10 -> 9.65,
+  // but plain 7168 x 1024 8.76 -> 10.46. The block per row, which reloads the weight each row, keeps plain loads:
+  // skipping L1 there (run 38) gained fused 7168 x 1024 (21.34 -> 19.82) but cost 1-2 % at 8192-32768 rows (plain
+  // 2048 / 8192 x 32768 90.42 / 357.33 -> 92.00 / 361.17).
   static constexpr bool kRowLoadsSkipL1 = kRowLoadsMaySkipL1 && kPersistentGrid;
   static constexpr int kResidualVecs = kFusedAdd ? kVecsPerThread : 1;  // 1: a zero-length array is not C++
   // Whether the last vector slot of some threads falls past the row end (needs a bounds check).
