@@ -187,7 +187,7 @@ def test_fused_add_matches_eager(hidden, dtype, formulation, weight):
 # once to float32 (16-bit rows: `llama_single_rounding` beside a float32 weight of ones; float32 rows: no weight),
 # and must be within REDUCTION_MAX_ULPS of the fp64 one. Run 40 (H100): 36000 random 16-bit rows of 256-65536 were
 # all within 3 (fp32 sums, and rsqrtf's own error of up to 2). Sizes: each kernel's shapes (lane groups full and
-# ragged, blocks of full and idle threads, few rows over clusters of 6-8 blocks, wide rows of 2-8 steps and a
+# ragged, blocks of full and idle threads, few long rows split over clusters, wide rows of 2-8 steps and a
 # partial last step). Rows: 1 (the cluster kernels), 7 and 129 (the few-rows schedules; the many-rows ones give the
 # same bits, test_hardening_cuda.py), 3 fresh inputs each.
 REDUCTION_SIZES = [8, 24, 64, 200, 256, 264, 512, 520, 1280, 2880, 4096, 7680, 8192, 9216, 12288, 13824, 24576,
