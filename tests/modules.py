@@ -166,10 +166,14 @@ def check_against_eager(actual, expected, x, weight, eps, formulation, float32_m
     return "; ".join(problems) or None
 
 
+def fp64_mean_inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each row's 1 / rms (keeping the last dimension) from its mean of squares summed in fp64, rounded to fp32."""
+    return torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + eps).float()
+
+
 def _against_fp64_mean(actual, expected, x, weight, eps, formulation) -> str:
     """Which side of a failed comparison is further from the formulation computed with each row's mean of squares
     summed in fp64 (then 1 / rms in fp32, as both sides): the kernel, or the eager module's own reduction."""
-    inv_rms = torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + eps).float()
-    exact = normalized_with(x, inv_rms, weight, formulation)
+    exact = normalized_with(x, fp64_mean_inverse_rms(x, eps), weight, formulation)
     ours, eager = (int((ulp_distance(t, exact) != 0).sum()) for t in (actual, expected))
     return f"elements off the fp64-mean reference: ours {ours}, eager {eager} of {exact.numel()}"
