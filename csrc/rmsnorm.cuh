@@ -467,7 +467,7 @@ struct WarpKernel {
   static constexpr int kVecsPerRow = kHidden / kVec;
   // A row takes the power-of-two group of lanes that covers it, lanes past its end idle; in the many-rows
   // schedule (INDUCTOR_RMSNORM_WARP_WHOLE_LANES=2), plain rows of 96 and 192 bf16 take the 4 or 8 lanes that hold
-  // them whole, 3 vectors a lane. Measured on the H200 (docs/PERFORMANCE.md, bf16), whole lanes in the few-rows
+  // them whole, 3 vectors a lane. Measured on the H200 (docs/RUNS.md, bf16), whole lanes in the few-rows
   // schedule (=1): faster at 8192-65536 rows (run 16, 192 x 65536 15.20 -> 13.15 µs) but 0.1-0.4 µs slower at
   // 1-1024 rows, where it fell behind Inductor at 7 points, and at 96 x 2048-6144 (run 24, 1.89-2.10 against
   // 1.60-1.96). The fused add lost 25-40 % at 1024 rows with it, and 1 or 2 lanes of 3 vectors (24, 48) were slower
@@ -490,7 +490,7 @@ struct WarpKernel {
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsAtOnce = kSchedule == WarpSchedule::kTwoRowsAtOnce ? 2 : 1;
   static constexpr int kRowsPerWarpPass = kRowsPerWarp * kRowsAtOnce;  // a warp's rows in a pass of its loop
-  // As the CTA kernel's; run 10 (docs/PERFORMANCE.md) found evict-first hints mixed here (plain rows of 128 at
+  // As the CTA kernel's; run 10 (docs/RUNS.md) found evict-first hints mixed here (plain rows of 128 at
   // 8192 tokens faster, the fused variant slower).
   static constexpr bool kEvictFirst = streaming_or(false);
   // With ROW_LOADS_SKIP_L1, rows skip L1 in every schedule (the CTA kernel's persistent schedule says why): on an
@@ -628,7 +628,7 @@ struct WarpKernel {
   __device__ static int rows_per_block() { return kRowsPerWarp * int(blockDim.x / 32); }
 
   // Where lanes hold two vectors or more of a row, few rows launch in blocks of fewer warps, down to one, so that
-  // they spread over the SMs rather than queue in a few. Measured on the H200 (docs/PERFORMANCE.md, run 25, plain
+  // they spread over the SMs rather than queue in a few. Measured on the H200 (docs/RUNS.md, run 25, plain
   // bf16, µs), blocks of 8 warps against 1: 512 x 16 1.27 against 1.12, x 128 1.41 against 1.14; at 8-64 rows
   // 0.07-0.25 faster in each of three calls. At 1024 rows 1 warp a block was slower (2.12 against 1.66), so blocks
   // shrink only below a block of 8 warps an SM. Rows of one vector a lane gained nothing (the same or up to 0.16
@@ -650,7 +650,7 @@ struct WarpKernel {
 };
 
 // The warp class: the few-rows schedule, or for plain rows two rows a lane group from 2 waves of those blocks (4
-// passes of the persistent grid where both hold as many blocks an SM). Measured on the H200 (docs/PERFORMANCE.md,
+// passes of the persistent grid where both hold as many blocks an SM). Measured on the H200 (docs/RUNS.md,
 // run 23, plain, µs at 65536 rows over three runs), the persistent grid against two rows a lane group: bf16 512
 // 35.99-36.57 against 34.11-34.41 (87 -> 92-93 % of copy), bf16 256 17.97-18.07 against 17.31-17.57, float32
 // 256 35.39-35.67 against 33.81-33.97. From 4 to 8 passes 0-2 % apart (bf16 512 x 32768 17.45-17.53 against
@@ -689,18 +689,18 @@ struct WarpRmsNorm {
 //     flight (prefetch) and the weight slice held in registers;
 //   * many rows: a block per row, no prefetch, the weight reloaded (from L1) per row: half the registers or
 //     fewer (bf16 4096: 64 -> 32, 8192: 115 -> 48), so an SM holds twice the rows at once. Nsight Compute, bf16
-//     x 32768 rows (docs/PERFORMANCE.md, run 13): the persistent kernel reached 25-50 % occupancy and 78-80 % of
+//     x 32768 rows (docs/RUNS.md, run 13): the persistent kernel reached 25-50 % occupancy and 78-80 % of
 //     peak DRAM throughput; Liger's Triton kernel 70 % and 84-85 %, Inductor's 90-92 % and 76-89 %.
 // Rows longer than 8192 elements (to 48 KiB: dispatch.py) take a block per row at any row count, with 512 threads:
 // the persistent schedule's next row and held weight would not fit in registers. Measured on the H200
-// (docs/PERFORMANCE.md) against the wide kernel's two passes: bf16 12288 at 1024-65536 rows (run 15), plain
+// (docs/RUNS.md) against the wide kernel's two passes: bf16 12288 at 1024-65536 rows (run 15), plain
 // 53-54 % -> 86-98 % of copy, fused 77-89 % -> 88-98 %; bf16 20480 x 8192 rows (run 19), 76 -> 97 %.
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd, bool kManyRows>
 struct CtaKernel {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
 #ifndef INDUCTOR_RMSNORM_CTA_MAX_THREADS
-#define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/PERFORMANCE.md); scripts/tune_kernels.py
+#define INDUCTOR_RMSNORM_CTA_MAX_THREADS 256  // measured best on the H200 (docs/RUNS.md); scripts/tune_kernels.py
 #endif
   static constexpr bool kLongRow = kHidden > 8192;
   // The fused-add variant holds two rows (x and residual) per thread: twice the threads keep registers level.
@@ -715,7 +715,7 @@ struct CtaKernel {
   static constexpr int kCapThreads = kThreadsPerCap * INDUCTOR_RMSNORM_CTA_MAX_THREADS;
   // The fused add's few-rows schedule takes one vector a thread for 16-bit rows of 4104-5120 and for those of
   // 5632-7680 whose two vectors a thread would fill whole warps (multiples of 512 elements), beside a block per row
-  // that keeps two and sums them apart. Run 31 (docs/PERFORMANCE.md, H100, 128-1024 rows): one vector a thread
+  // that keeps two and sums them apart. Run 31 (docs/RUNS.md, H100, 128-1024 rows): one vector a thread
   // grows smoothly with the row; two read slower at the multiples of 512 than at the ragged next size up (5120 x
   // 512 8.08 us, 5376 x 512 7.09). One vector wins by up to a fifth at 4352-5120 and at those multiples (6144 x
   // 512 9.47 -> 7.62; Inductor 7.67), loses up to 10 % at the ragged sizes from 5376 and at 8192 (1024 threads);
@@ -741,7 +741,7 @@ struct CtaKernel {
   // Balanced: the fewest whole warps that cover the row with kVecsPerThread vectors each.
   static constexpr int kThreads = 32 * detail::ceil_div(detail::ceil_div(kVecsPerRow, kVecsPerThread), 32);
   static constexpr int kWarps = kThreads / 32;
-  // Measured on the H200 (run 10, docs/PERFORMANCE.md): evict-first hints made the fused variant 5-7 % slower
+  // Measured on the H200 (run 10, docs/RUNS.md): evict-first hints made the fused variant 5-7 % slower
   // at 32768 tokens and gained nothing elsewhere.
   static constexpr bool kEvictFirst = streaming_or(false);
   static constexpr bool kPersistentGrid = !kManyRows && !kLongRow;
@@ -832,7 +832,7 @@ struct CtaKernel {
 // them in that block's order: a row's bits are the CTA kernel's. Rows over 8192 elements (a block per row at
 // any row count) take clusters of the most blocks, up to CTA_CLUSTER_BLOCKS, that split the block's warps evenly,
 // while the rows' clusters take at most one block an SM (16 rows in clusters of 8 on 132 SMs). Measured on an
-// H100 (docs/PERFORMANCE.md, run 36, µs at 1 / 16 rows), clusters of 8 against a block per row: bf16 plain 12288
+// H100 (docs/RUNS.md, run 36, µs at 1 / 16 rows), clusters of 8 against a block per row: bf16 plain 12288
 // 1.89 / 2.28 against 2.17 / 2.59, 24576 2.06 / 2.79 against 2.84 / 3.44; bf16 fused 24576 2.55 / 3.36 against
 // 4.23 / 4.87; float32 plain 10240 1.96 / 2.54 against 2.36 / 2.88. Rows of up to 8192 (the persistent
 // schedule's) stay one block: in clusters of 2, 4 or 8 they tied or lost up to 0.6 µs (runs 33 and 36; bf16
@@ -914,7 +914,7 @@ struct CtaClusterKernel {
 // flight and pays a block launch per row, so it takes rows that move 6 KiB or more, from 3 waves of its blocks
 // on (3168 rows of 256 threads on the H200), in threads that each load 2 or more vectors (x, and the residual
 // for the fused add): a plain row of one vector a thread at 256 threads takes half as many threads. Measured on
-// the H200 (docs/PERFORMANCE.md, bf16), a block per row against the persistent grid: 2 vectors a thread or more,
+// the H200 (docs/RUNS.md, bf16), a block per row against the persistent grid: 2 vectors a thread or more,
 // at 32768 rows, 93-99 % of copy against 86-95 % (runs 13-14); at 1-1.5 waves the persistent grid wins by up to
 // 10 %. One vector a thread in 256 threads lost 2-20 % (plain 2048 x 32768 74.44 against 67.45 µs), in 128
 // threads of two it wins (64.84; 1536 x 65536 96.80 against 100.43; float32 1024 x 32768 65.00 against 70.62;
@@ -1246,7 +1246,7 @@ struct ClusterRmsNorm {
 
 // The wide class: the two-pass kernel, but a cluster per row on sm_90 and newer while the clusters take at most
 // this many blocks per SM: there a block per row leaves most SMs idle and walks its row twice. Measured on the
-// H200 (docs/PERFORMANCE.md, run 17): one block per SM wins (32768 bf16 x 64 rows, 128 blocks: 5.07 -> 4.61 µs),
+// H200 (docs/RUNS.md, run 17): one block per SM wins (32768 bf16 x 64 rows, 128 blocks: 5.07 -> 4.61 µs),
 // two lose (65536 bf16 x 64 rows, 256 blocks: 8.25 -> 10.38 µs).
 #ifndef INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM
 #define INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM 1

@@ -32,13 +32,13 @@ VECTOR_BYTES = 16
 KERNEL_TABLE = (
     # rows of up to 64 vectors (1 KiB), several rows a 256-thread block. The CTA kernel's blocks of 64 threads for
     # plain 384-512 bf16 took longer to launch than their rows took to move: at 4096 rows 5.3 µs against the warp
-    # kernel's 2.9-3.2 and Inductor's 3.1-3.4 (run 22, docs/PERFORMANCE.md). With the residual add, 16-bit rows
+    # kernel's 2.9-3.2 and Inductor's 3.1-3.4 (run 22, docs/RUNS.md). With the residual add, 16-bit rows
     # of 264-512 keep the CTA kernel: the warp kernel was slower there at 1-128 rows (512 x 16: 1.58 against
     # 1.15 µs) and mixed from 1024 (run 22)
     ("warp", 512, 256, 256, "up to 512 in 16-bit types (256 with the residual add), up to 256 in float32"),
     # the row in registers, rows up to 48 KiB: at most 6 vectors a thread at 512 threads (7, at 28672 bf16, spill
     # in the fused residual add beside a float32 weight; 8 in every fused instance). Measured against the wide
-    # kernel (docs/PERFORMANCE.md): faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows) and at 16384-24576 bf16
+    # kernel (docs/RUNS.md): faster at 12288 bf16 (run 15, 1.8x plain at 8192 rows) and at 16384-24576 bf16
     # at 1-8192 rows (run 19, 20480 x 8192: 1.28x). float32 (run 19): at 12288 faster from 128 rows by 8-14 % and
     # slower at 1-16 rows by 5-12 %; at 16384 faster from 128 rows by 2-3 % but slower at 1-16 by 20-25 %, so
     # 16384 stays with the wide kernel. On sm_90+, a few rows over 8192 are each split over a cluster of up to 8

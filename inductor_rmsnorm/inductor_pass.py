@@ -167,7 +167,7 @@ def _cost_reason(inputs: list[torch.fx.Node], output: torch.fx.Node, matched: se
     return None
 
 
-# Measured on the H200 (docs/PERFORMANCE.md, run 12), compiled without CUDA graphs: Qwen3 and Llama 3 decode at
+# Measured on the H200 (docs/RUNS.md, run 12), compiled without CUDA graphs: Qwen3 and Llama 3 decode at
 # batch 1 read 0.95x with these norms replaced (quartiles 0.94-0.98 and 0.90-0.98; the same graph on both sides
 # read 0.97x and 1.05x, so this is at the edge of the noise), at batch 32 1.01x (1.00-1.02).
 LAUNCH_BOUND_ROWS = 32

@@ -14,7 +14,7 @@ written, the weight read.
 Each time is the median per-call time over CUDA-graph replays of a sequence of calls that cycles through enough
 input buffers to exceed twice the L2 (DESIGN.md, "Conventions"), taken twice at each point, the providers in
 their order and then reversed, and averaged (`us_passes` in the JSON holds both): the first timed after a point's
-warm-up read up to 0.14 µs higher in run 25 (docs/PERFORMANCE.md), so no provider keeps that place. A '*'
+warm-up read up to 0.14 µs higher in run 25 (docs/RUNS.md), so no provider keeps that place. A '*'
 marks a provider whose capture failed and that was timed with events alone. Every provider's output is checked
 against F.rms_norm first; a wrong one is reported as FAIL and not timed. Progress goes to stdout one line per
 point, a markdown table comes last, and everything is written as JSON (rewritten after each point, so a run cut

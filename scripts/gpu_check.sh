@@ -10,7 +10,7 @@
 #   decode      compiled decode's host cost: the op's call times, Llama 3 and Qwen3 decode with and without the
 #               pass (default and reduce-overhead), and Qwen3 at batch 1 under the profiler with Chrome traces
 #   classes     the warp kernel (a row a warp, no block barrier) against the CTA kernel that dispatch picks for
-#               rows of 512-2048, where ours trail Inductor or the copy at many rows (docs/PERFORMANCE.md, run 13)
+#               rows of 512-2048, where ours trail Inductor or the copy at many rows (docs/RUNS.md, run 13)
 #   waves       the CTA kernel's block-per-row schedule from 1, 2 or 3 waves of its blocks (the default), at
 #               1024-4096 rows, where the persistent schedule trails Inductor at 1024 rows (run 14)
 #   lanes       the warp kernel's plain rows of 96 and 192 bf16 in the lane groups they fill (WARP_WHOLE_LANES=1)

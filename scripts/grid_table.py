@@ -1,4 +1,4 @@
-"""Print a bench_kernels.py JSON as the hidden x tokens table of docs/PERFORMANCE.md: each cell "ours µs;
+"""Print a bench_kernels.py JSON as the hidden x tokens table of docs/RUNS.md: each cell "ours µs;
 Inductor / ours", with ours as a fraction of the copy bandwidth where at least 64 MiB move.
 
 Usage: python scripts/grid_table.py docs/bench_h200_bf16_allsizes_run15.json [--dtype bfloat16]

@@ -1,5 +1,5 @@
 """One call of each provider's kernel at a few large points, for Nsight Compute: where our kernels trail
-Inductor's and Liger's Triton kernels at many tokens (docs/PERFORMANCE.md, runs 10 and 12), the hardware counters
+Inductor's and Liger's Triton kernels at many tokens (docs/RUNS.md, runs 10 and 12), the hardware counters
 say why (DRAM throughput, occupancy, what the warps wait on), which timings alone cannot.
 
 Everything that is not the measured call (JIT builds, compiles, Triton autotuning, input creation) runs before

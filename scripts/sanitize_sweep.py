@@ -33,7 +33,7 @@ TOKENS = (1, 7, 129)
 
 def prebuild(sizes) -> None:
     """Builds the sweep's kernel instances in parallel nvcc processes. Left to the first calls they build one at
-    a time: five long sizes took 7.6 minutes on the device's 16 cores (docs/PERFORMANCE.md, run 36)."""
+    a time: five long sizes took 7.6 minutes on the device's 16 cores (docs/RUNS.md, run 36)."""
     keys = dict.fromkeys(jit.KernelKey.create(hidden, *instance, fused_add=fused_add)
                          for hidden in sizes for instance in dispatch.kernel_variants() for fused_add in (False, True))
     start = time.perf_counter()
