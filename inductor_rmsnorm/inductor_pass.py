@@ -17,7 +17,8 @@ What is replaced, and what is left to Inductor (the reason is in `report()` and 
   embedding after a q/k norm); and on a GPU, a norm of fewer than `LAUNCH_BOUND_ROWS` rows (a static count) in a
   compile without CUDA graphs (`mode="reduce-overhead"` has them), where the step waits on the host's launches
   and the op's call gains nothing over the Triton launch it replaces. `policy="always"` replaces these
-  too (do that if you capture CUDA graphs yourself).
+  too (do that if you capture CUDA graphs yourself); the op then reads what the graph holds, on torch 2.13 a
+  pointwise producer's output rounded to its dtype, as eager does, where Inductor's fused kernel keeps it in fp32.
 
 A replaced norm whose output is only read through a slice of rows (the last token's, for the logits) runs on
 those rows alone (`narrowing.py`); `report()` says so ("on 8 of 16384 rows").
