@@ -55,7 +55,8 @@
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
 #               dtype and variant: GRID_DTYPE=bfloat16|float16|float32, GRID_VARIANT=plain|fused (HF eager left
 #               out: far behind everywhere, and the slowest to time at large sizes)
-# Logs and JSON go to ${OUT:-gpu_check_out}; each step prints its last lines. A device call allows 10 minutes:
+# Logs and JSON go to ${OUT:-gpu_check_out}, the operands of any test that misses the correctness bar to its
+# misses/ folder; each step prints its last lines. A device call allows 10 minutes:
 # give it "tests" with one short group, or one or two of the others.
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
@@ -67,6 +68,8 @@ out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export INDUCTOR_RMSNORM_CACHE_DIR="${INDUCTOR_RMSNORM_CACHE_DIR:-/tmp/inductor_rmsnorm_cache}"
+# A test that misses the correctness bar saves its operands here (tests/modules.py), to be replayed later
+export INDUCTOR_RMSNORM_TEST_MISSES="${INDUCTOR_RMSNORM_TEST_MISSES:-$out/misses}"
 status=0
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, print its tail
   local name=$1 limit=$2

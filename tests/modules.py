@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import torch
 
 from inductor_rmsnorm.numerics import ulp_distance
@@ -120,7 +123,40 @@ def _step_one_ulp(t: torch.Tensor, direction: int) -> torch.Tensor:
     return stepped.to(torch.int16).view(t.dtype)  # int32 -> int16 wraps 0x8000.. to negative: the sign bit
 
 
+# Where a bar miss saves its operands (one torch.save file each), for replaying it later: a miss seen once in
+# thousands of runs on fresh random inputs (run 39's 40960) cannot be studied without the input that made it.
+# gpu_check.sh sets it, under the folder whose files the device call brings back (16 MiB a file at most there).
+MISSES_DIR_ENV = "INDUCTOR_RMSNORM_TEST_MISSES"
+MISSES_MOST_ROWS = 8  # a row of 65536 float32 is 256 KiB an operand
+
+
 def check_against_eager(actual, expected, x, weight, eps, formulation, float32_max_ulps=8) -> str | None:
+    """The correctness bar (`_bar_problem`); with INDUCTOR_RMSNORM_TEST_MISSES set, a miss also saves there the
+    operands of its rows with the most differing elements, and names the file."""
+    problem = _bar_problem(actual, expected, x, weight, eps, formulation, float32_max_ulps)
+    directory = os.environ.get(MISSES_DIR_ENV)
+    if problem and directory:
+        path = _save_miss(directory, actual, expected, x, weight, eps, formulation, problem)
+        problem += f"; operands saved to {path}"
+    return problem
+
+
+def _save_miss(directory, actual, expected, x, weight, eps, formulation, problem) -> str:
+    hidden = x.shape[-1]
+    differing = (actual.double() != expected.double()).reshape(-1, hidden).sum(-1)  # also across dtypes
+    rows = differing.argsort(descending=True, stable=True)[:MISSES_MOST_ROWS]
+    rows = rows[differing[rows] > 0].sort().values
+    saved = {name: t.detach().reshape(-1, hidden)[rows.to(t.device)].cpu()
+             for name, t in (("actual", actual), ("expected", expected), ("x", x))}
+    os.makedirs(directory, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix="miss-", suffix=".pt", dir=directory)
+    os.close(handle)
+    torch.save({**saved, "rows": rows.cpu(), "weight": None if weight is None else weight.detach().cpu(),
+                "eps": eps, "formulation": formulation, "problem": problem}, path)
+    return path
+
+
+def _bar_problem(actual, expected, x, weight, eps, formulation, float32_max_ulps) -> str | None:
     """The correctness bar (DESIGN.md); None when `actual` passes, else what failed.
 
     16-bit outputs: within 1 ulp of the eager module, at most 1 % of elements different (or one element where

@@ -1,12 +1,19 @@
 """The correctness bar the CUDA tests apply (`modules.check_against_eager`), checked on the CPU: it must pass the
 eager module's own output, allow the rare flipped first rounding of the Llama formulation, and fail real errors."""
 
+import pytest
 import torch
 
 from inductor_rmsnorm.reference import normalized_with
-from modules import _step_one_ulp, check_against_eager, eager_module, random_weight
+from modules import MISSES_DIR_ENV, _step_one_ulp, check_against_eager, eager_module, random_weight
 
 EPS = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def no_saved_misses(monkeypatch):
+    """These tests miss the bar on purpose: they save nothing where a GPU run collects its misses."""
+    monkeypatch.delenv(MISSES_DIR_ENV, raising=False)
 
 
 def llama_case(tokens: int, hidden: int):
@@ -65,3 +72,24 @@ def test_a_failure_says_which_side_is_off_the_fp64_mean():
     actual[0, 3:5] = (weight * _step_one_ulp((x.float() * inv_rms).to(torch.float16), 1))[0, 3:5]
     assert check(actual, x, weight, exact).endswith("; elements off the fp64-mean reference: ours 2, eager 0 of 96")
     assert check(exact, x, weight, actual).endswith("; elements off the fp64-mean reference: ours 0, eager 2 of 96")
+
+
+def test_a_miss_saves_the_rows_that_differ_where_the_environment_says(tmp_path, monkeypatch):
+    x, weight, expected, _ = llama_case(20, 64)
+    actual = expected.clone()
+    differing = [17, 3] + list(range(5, 12))  # 9 rows: the 8 with the most differences are saved, in order
+    for count, row in enumerate(differing):
+        actual[row, : 9 - count] += 1.0
+    monkeypatch.setenv(MISSES_DIR_ENV, str(tmp_path / "misses"))
+    problem = check(actual, x, weight, expected)
+    saved = list((tmp_path / "misses").iterdir())
+    assert len(saved) == 1 and problem.endswith(f"; operands saved to {saved[0]}")
+    miss = torch.load(saved[0])
+    rows = sorted(differing[:8])
+    assert miss["rows"].tolist() == rows
+    for name, tensor in (("actual", actual), ("expected", expected), ("x", x)):
+        assert torch.equal(miss[name], tensor[rows]), name
+    assert torch.equal(miss["weight"], weight) and (miss["eps"], miss["formulation"]) == (EPS, "llama")
+    assert problem.startswith(miss["problem"])
+    assert check(expected.clone(), x, weight, expected) is None
+    assert len(list((tmp_path / "misses").iterdir())) == 1  # a pass saves nothing
