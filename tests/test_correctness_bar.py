@@ -77,7 +77,7 @@ def test_a_failure_says_which_side_is_off_the_fp64_mean():
 def test_a_miss_saves_the_rows_that_differ_where_the_environment_says(tmp_path, monkeypatch):
     x, weight, expected, _ = llama_case(20, 64)
     actual = expected.clone()
-    differing = [17, 3] + list(range(5, 12))  # 9 rows: the 8 with the most differences are saved, in order
+    differing = [17, 3] + list(range(5, 12))  # 9 rows: the 8 with the most differences are saved, in row order
     for count, row in enumerate(differing):
         actual[row, : 9 - count] += 1.0
     monkeypatch.setenv(MISSES_DIR_ENV, str(tmp_path / "misses"))
