@@ -385,6 +385,55 @@ __device__ __forceinline__ void store_to_cluster_block(float* local, int block, 
 #endif
 }
 
+// The bulk copy engine (sm_90): `bytes` (a multiple of 16) from global `source` to shared `destination`, both
+// 16-byte aligned, completing on the mbarrier `arrived`, which expects them.
+__device__ __forceinline__ void init_arrival_barrier(uint64_t* arrived) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(address) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void bulk_copy_to_shared(void* destination, const void* source, int bytes,
+                                                    uint64_t* arrived) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned barrier = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
+  const unsigned shared = static_cast<unsigned>(__cvta_generic_to_shared(destination));
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared),
+               "l"(source), "r"(bytes), "r"(barrier)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+// Waits until the copies `arrived` expects have landed (its phase of this parity has completed).
+__device__ __forceinline__ void wait_arrival(uint64_t* arrived, int parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned barrier = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(done)
+        : "r"(barrier), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  __trap();
+#endif
+}
+// Orders this thread's earlier shared-memory accesses before later bulk copies into the same bytes.
+__device__ __forceinline__ void fence_before_bulk_copies() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 // The most lanes, a power of two up to 32, that split `vecs` vectors evenly with at most 4 a lane (0: none do).
@@ -404,14 +453,20 @@ struct DeviceLaunchInfo {
   bool slow_memory = false;   // an SM's share of peak DRAM bandwidth under INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS
 };
 
-inline cudaError_t device_launch_info(const void* kernel, int threads, int device, DeviceLaunchInfo* info) {
+inline cudaError_t device_launch_info(const void* kernel, int threads, int dynamic_shared_bytes, int device,
+                                      DeviceLaunchInfo* info) {
   if (info->max_blocks != 0) return cudaSuccess;
   int sms = 0, per_sm = 0, major = 0, memory_khz = 0, bus_bits = 0;
-  cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaError_t err = cudaSuccess;
+  // A block takes more than 48 KiB of dynamic shared memory only once the kernel allows it, on each device.
+  if (dynamic_shared_bytes > 0)
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_shared_bytes);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device);
-  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+  if (err == cudaSuccess)
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, dynamic_shared_bytes);
   if (err != cudaSuccess) return err;
   info->programmatic = major >= 9;
   info->clusters = major >= 9;
@@ -992,6 +1047,14 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #ifndef INDUCTOR_RMSNORM_WIDE_KEEP_LAST
 #define INDUCTOR_RMSNORM_WIDE_KEEP_LAST -1
 #endif
+// Where the two-pass kernel's second pass finds the steps it does not keep in registers: 0 reads them again from
+// L2 (cache hints keep them there); 1 finds them in shared memory, where the first pass put them, so DRAM sees
+// each byte once whatever L2 holds (up to 192 KiB a block: one block an SM for float32 65536); 2 as 1, but the
+// plain rows' staged steps come by the bulk copy engine (sm_90), all of them at once, and the first pass sums
+// them from shared memory as they land.
+#ifndef INDUCTOR_RMSNORM_WIDE_STAGE
+#define INDUCTOR_RMSNORM_WIDE_STAGE 0
+#endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
 // squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
@@ -1021,6 +1084,12 @@ struct TwoPassRmsNorm {
   static constexpr int kLoopGroup = kKeepLastGroup || kSteps % kGroup == 0 ? kGroup : 1;
   // The steps the second pass reads again.
   static constexpr int kRereadSteps = kSteps - kKeptSteps;
+  // Those steps in shared memory (INDUCTOR_RMSNORM_WIDE_STAGE), each thread's vectors at their index in the row:
+  // a thread reads back only what it wrote, so no barrier orders them.
+  static constexpr bool kStageInShared = INDUCTOR_RMSNORM_WIDE_STAGE != 0;
+  static constexpr bool kBulkCopies = INDUCTOR_RMSNORM_WIDE_STAGE == 2 && !kFusedAdd;
+  static constexpr int kDynamicSharedBytes = kStageInShared ? kRereadSteps * kVecsPerStep * 16 : 0;
+  static_assert(kDynamicSharedBytes <= 192 * 1024, "the staged steps fit an sm_90 block's shared memory");
   // float32 rows: one block an SM in __launch_bounds__, which lets ptxas use up to 128 registers, and it keeps
   // more loads in flight (run 21, 8192 rows: 32768 582 -> 525 µs, fused 36864 1363 -> 1214); 16-bit rows lost
   // with it (bf16 32768 264 -> 308), so they keep ptxas's own choice.
@@ -1062,8 +1131,10 @@ struct TwoPassRmsNorm {
   // Loads this thread's vectors of `step` of `row` into `v` (x, or for the fused add x + residual, which it also
   // stores as the sum) and returns their sum of squares: this kernel's first pass, and all a cluster block reads.
   // Plain (cached) accesses: the second pass reads x or the sum back from L2.
+  // Where `staged` is not null, the vectors also go there, at their index in the row.
   template <bool kMayBeLast = true>
-  __device__ static float load_step(const KernelParams& p, int64_t row, int step, InVec (&v)[kUnroll]) {
+  __device__ static float load_step(const KernelParams& p, int64_t row, int step, InVec (&v)[kUnroll],
+                                    InVec* staged = nullptr) {
     const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
     float step_sq = 0.f;
     if constexpr (kFusedAdd) {
@@ -1084,6 +1155,7 @@ struct TwoPassRmsNorm {
         if (!inside<kMayBeLast>(step, u)) continue;
         detail::add_into(v[u], r[u]);
         v[u].store(s + i * kVec);
+        if (staged != nullptr) staged[i] = v[u];
         detail::add_squares(step_sq, v[u]);
       }
     } else {
@@ -1091,20 +1163,24 @@ struct TwoPassRmsNorm {
       for (int u = 0; u < kUnroll; ++u)
         if (inside<kMayBeLast>(step, u)) v[u].load(x + index(step, u) * kVec);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (inside<kMayBeLast>(step, u)) detail::add_squares(step_sq, v[u]);
+      for (int u = 0; u < kUnroll; ++u) {
+        if (!inside<kMayBeLast>(step, u)) continue;
+        if (staged != nullptr) staged[index(step, u)] = v[u];
+        detail::add_squares(step_sq, v[u]);
+      }
     }
     return step_sq;
   }
 
-  // First pass over the kSize steps from `first`: loads them all (into `v`), then sums each step's squares
-  // into its warp's slot of `warp_sums`.
+  // First pass over the kSize steps from `first`: loads them all (into `v`, and into `staged` where it is not
+  // null), then sums each step's squares into its warp's slot of `warp_sums`.
   template <int kSize, bool kMayBeLast>
   __device__ static void load_group(const KernelParams& p, int64_t row, int first, InVec (&v)[kSize][kUnroll],
-                                    float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
+                                    InVec* staged, float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
     float step_sq[kSize];
 #pragma unroll
-    for (int g = 0; g < kSize; ++g) step_sq[g] = load_step<kMayBeLast>(p, row, first + g, v[g]);
+    for (int g = 0; g < kSize; ++g)
+      step_sq[g] = load_step<kMayBeLast>(p, row, first + g, v[g], staged);
 #pragma unroll
     for (int g = 0; g < kSize; ++g) {
       const float sum = detail::group_sum<32>(step_sq[g]);
@@ -1135,18 +1211,51 @@ struct TwoPassRmsNorm {
   __device__ static void body(const KernelParams& p) {
     // Each step's per-warp sums, two buffers alternating by row, so one barrier per row suffices (as block_sum).
     __shared__ float warp_sums[2][kSteps][kWarps];
+    extern __shared__ uint4 dynamic_shared[];  // kDynamicSharedBytes
+    InVec* const staged = kStageInShared ? reinterpret_cast<InVec*>(dynamic_shared) : nullptr;
+    __shared__ uint64_t step_arrived[kBulkCopies ? kRereadSteps : 1];  // the bulk copies' mbarriers, a step each
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
+    if constexpr (kBulkCopies) {
+      if (threadIdx.x == 0)
+        for (int step = 0; step < kRereadSteps; ++step) detail::init_arrival_barrier(&step_arrived[step]);
+      __syncthreads();
+    }
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-#pragma unroll 1  // one group's vectors in registers at a time
-      for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
-        InVec v[kLoopGroup][kUnroll];
-        load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, warp_sums[parity], lane, warp);
-      }
       InVec kept[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
-      if constexpr (kKeepLastGroup)
-        load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, warp_sums[parity], lane, warp);
+      if constexpr (kBulkCopies) {
+        if (row != blockIdx.x) __syncthreads();  // every thread has read the last row's staged steps
+        if (threadIdx.x == 0) {  // every staged step of the row at once
+          detail::fence_before_bulk_copies();
+          const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+          for (int step = 0; step < kRereadSteps; ++step) {
+            const int vecs = step < kSteps - 1 ? kVecsPerStep : kVecsPerRow - step * kVecsPerStep;
+            detail::bulk_copy_to_shared(staged + step * kVecsPerStep, x + step * kVecsPerStep * kVec, vecs * 16,
+                                        &step_arrived[step]);
+          }
+        }
+        if constexpr (kKeepLastGroup)  // the kept steps' loads in flight beside the copies
+          load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
+#pragma unroll 1
+        for (int step = 0; step < kRereadSteps; ++step) {
+          detail::wait_arrival(&step_arrived[step], parity);
+          float step_sq = 0.f;  // as load_step sums
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u)
+            if (inside<kLoopMayReachLast>(step, u)) detail::add_squares(step_sq, staged[index(step, u)]);
+          const float sum = detail::group_sum<32>(step_sq);
+          if (lane == 0) warp_sums[parity][step][warp] = sum;
+        }
+      } else {
+#pragma unroll 1  // one group's vectors in registers at a time
+        for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
+          InVec v[kLoopGroup][kUnroll];
+          load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, staged, warp_sums[parity], lane, warp);
+        }
+        if constexpr (kKeepLastGroup)
+          load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
+      }
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -1162,13 +1271,15 @@ struct TwoPassRmsNorm {
       // The row the second pass reads: x, or the sum the first pass wrote (fused add).
       const TIn* second = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
       if constexpr (kFusedAdd) second = static_cast<const TIn*>(p.residual_out) + row * p.residual_out_row_stride;
-#pragma unroll 1  // from L2, a step at a time
+#pragma unroll 1  // from L2 or shared memory, a step at a time
       for (int step = 0; step < kRereadSteps; ++step) {
         InVec v[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-          if (inside<kLoopMayReachLast>(step, u))
-            v[u].template load_once<kEvictFirst>(second + index(step, u) * kVec);  // its last read
+        for (int u = 0; u < kUnroll; ++u) {
+          if (!inside<kLoopMayReachLast>(step, u)) continue;
+          if constexpr (kStageInShared) v[u] = staged[index(step, u)];
+          else v[u].template load_once<kEvictFirst>(second + index(step, u) * kVec);  // its last read
+        }
         store_step<kLoopMayReachLast>(p, y, step, v, inv_rms);
       }
     }
@@ -1267,6 +1378,13 @@ struct MinBlocks : std::integral_constant<int, 0> {};
 template <typename Kernel>
 struct MinBlocks<Kernel, std::void_t<decltype(Kernel::kMinBlocks)>> : std::integral_constant<int, Kernel::kMinBlocks> {};
 
+// A block's dynamic shared memory: the two-pass kernel's kDynamicSharedBytes, none for the others.
+template <typename Kernel, typename = void>
+struct DynamicSharedBytes : std::integral_constant<int, 0> {};
+template <typename Kernel>
+struct DynamicSharedBytes<Kernel, std::void_t<decltype(Kernel::kDynamicSharedBytes)>>
+    : std::integral_constant<int, Kernel::kDynamicSharedBytes> {};
+
 template <typename Kernel>
 __global__ void __launch_bounds__(Kernel::kThreads, MinBlocks<Kernel>::value)
     rms_norm_kernel(const __grid_constant__ typename Kernel::KernelParams p) {
@@ -1289,8 +1407,8 @@ template <typename Kernel>
 cudaError_t kernel_launch_info(int device, const DeviceLaunchInfo** info) {
   static DeviceLaunchInfo devices[kMaxDevices];
   *info = &devices[device];
-  return device_launch_info(reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>), Kernel::kThreads, device,
-                            &devices[device]);
+  return device_launch_info(reinterpret_cast<const void*>(&rms_norm_kernel<Kernel>), Kernel::kThreads,
+                            DynamicSharedBytes<Kernel>::value, device, &devices[device]);
 }
 
 // Whether `Kernel` launches blocks of as many warps as its rows need (WarpKernel::block_warps) rather than
@@ -1332,6 +1450,7 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(threads);
+    config.dynamicSmemBytes = DynamicSharedBytes<Kernel>::value;
     config.stream = stream;
     config.attrs = attributes;
     if (programmatic) {
@@ -1344,7 +1463,7 @@ cudaError_t launch_kernel(const typename Kernel::KernelParams& p, cudaStream_t s
     }
     return cudaLaunchKernelEx(&config, rms_norm_kernel<Kernel>, p);
   }
-  rms_norm_kernel<Kernel><<<grid, threads, 0, stream>>>(p);
+  rms_norm_kernel<Kernel><<<grid, threads, DynamicSharedBytes<Kernel>::value, stream>>>(p);
   return cudaGetLastError();
 }
 

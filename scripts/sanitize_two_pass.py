@@ -4,7 +4,7 @@ At the few rows a sanitizer can afford, the wide class takes a cluster per row, 
 reaches the two-pass kernel's barriers. This builds the wide instances with the cluster switched off
 (`INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM=0`) and checks them against the reference: rows of one group
 (24584), of an odd step count (40960) and of a last step that a slot straddles (65528), bf16 and float32, plain
-and fused residual add.
+and fused residual add. Switches in $INDUCTOR_RMSNORM_TUNING (e.g. WIDE_STAGE=1) are built in too.
 
     compute-sanitizer --tool racecheck --error-exitcode 1 python scripts/sanitize_two_pass.py
 """
@@ -31,7 +31,8 @@ NO_CLUSTER = jit.tuning_flags("WIDE_CLUSTER_BLOCKS_PER_SM=0")
 def build(hidden: int, dtype: torch.dtype, fused_add: bool) -> jit.KernelInstance:
     key = jit.KernelKey.create(hidden, dtype, dtype, "torch", fused_add=fused_add)
     assert key.kernel_class == "wide", f"{hidden} {dtype}: {key.kernel_class}, not the wide class"
-    return jit.KernelInstance(key, jit.build(key, jit.arch_for_device(0), NO_CLUSTER))
+    flags = NO_CLUSTER + jit.environment_tuning_flags()
+    return jit.KernelInstance(key, jit.build(key, jit.arch_for_device(0), flags))
 
 
 def close(result: torch.Tensor, reference: torch.Tensor) -> bool:
