@@ -385,55 +385,6 @@ __device__ __forceinline__ void store_to_cluster_block(float* local, int block, 
 #endif
 }
 
-// The bulk copy engine (sm_90): `bytes` (a multiple of 16) from global `source` to shared `destination`, both
-// 16-byte aligned, completing on the mbarrier `arrived`, which expects them.
-__device__ __forceinline__ void init_arrival_barrier(uint64_t* arrived) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(address) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#else
-  __trap();
-#endif
-}
-__device__ __forceinline__ void bulk_copy_to_shared(void* destination, const void* source, int bytes,
-                                                    uint64_t* arrived) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned barrier = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
-  const unsigned shared = static_cast<unsigned>(__cvta_generic_to_shared(destination));
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared),
-               "l"(source), "r"(bytes), "r"(barrier)
-               : "memory");
-#else
-  __trap();
-#endif
-}
-// Waits until the copies `arrived` expects have landed (its phase of this parity has completed).
-__device__ __forceinline__ void wait_arrival(uint64_t* arrived, int parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned barrier = static_cast<unsigned>(__cvta_generic_to_shared(arrived));
-  unsigned done = 0;
-  do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(barrier), "r"(parity)
-        : "memory");
-  } while (!done);
-#else
-  __trap();
-#endif
-}
-// Orders this thread's earlier shared-memory accesses before later bulk copies into the same bytes.
-__device__ __forceinline__ void fence_before_bulk_copies() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#else
-  __trap();
-#endif
-}
-
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int next_power_of_two(int n) { return n <= 1 ? 1 : 2 * next_power_of_two((n + 1) / 2); }
 // The most lanes, a power of two up to 32, that split `vecs` vectors evenly with at most 4 a lane (0: none do).
@@ -451,6 +402,7 @@ struct DeviceLaunchInfo {
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
   bool clusters = false;      // thread-block clusters (sm_90 and newer)
   bool slow_memory = false;   // an SM's share of peak DRAM bandwidth under INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS
+  bool shared_memory_fits = true;  // the kernel's dynamic shared memory fits a block of this GPU
 };
 
 inline cudaError_t device_launch_info(const void* kernel, int threads, int dynamic_shared_bytes, int device,
@@ -458,16 +410,25 @@ inline cudaError_t device_launch_info(const void* kernel, int threads, int dynam
   if (info->max_blocks != 0) return cudaSuccess;
   int sms = 0, per_sm = 0, major = 0, memory_khz = 0, bus_bits = 0;
   cudaError_t err = cudaSuccess;
-  // A block takes more than 48 KiB of dynamic shared memory only once the kernel allows it, on each device.
-  if (dynamic_shared_bytes > 0)
+  // A block takes more than 48 KiB of dynamic shared memory only once the kernel allows it, on each device; a GPU
+  // whose blocks hold less refuses (an A100's hold 163 KiB), and the caller launches another kernel.
+  bool shared_memory_fits = true;
+  if (dynamic_shared_bytes > 0) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_shared_bytes);
+    if (err == cudaErrorInvalidValue) {
+      (void)cudaGetLastError();
+      shared_memory_fits = false;
+      err = cudaSuccess;
+    }
+  }
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device);
-  if (err == cudaSuccess)
+  if (err == cudaSuccess && shared_memory_fits)
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, dynamic_shared_bytes);
   if (err != cudaSuccess) return err;
+  info->shared_memory_fits = shared_memory_fits;
   info->programmatic = major >= 9;
   info->clusters = major >= 9;
   info->sms = sms;
@@ -1048,20 +1009,19 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #define INDUCTOR_RMSNORM_WIDE_KEEP_LAST -1
 #endif
 // Where the two-pass kernel's second pass finds the steps it does not keep in registers: 0 reads them again from
-// L2 (cache hints keep them there); 1 finds them in shared memory, where the first pass put them, so DRAM sees
-// each byte once whatever L2 holds (up to 192 KiB a block: one block an SM for float32 65536); 2 as 1, but the
-// plain rows' staged steps come by the bulk copy engine (sm_90), all of them at once, and the first pass sums
-// them from shared memory as they land.
+// L2, 1 finds them in shared memory, where the first pass put them; -1 takes the measured rule
+// (TwoPassRmsNorm::kStageInShared).
 #ifndef INDUCTOR_RMSNORM_WIDE_STAGE
-#define INDUCTOR_RMSNORM_WIDE_STAGE 0
+#define INDUCTOR_RMSNORM_WIDE_STAGE -1
 #endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
 // squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
-// row's last step or two still in registers and from the others read again (the sum, for fused add). A row is at
-// most 256 KiB and a few rows per SM are in flight, so the second pass finds those in L2 (60 MB on the H200):
-// DRAM still sees each byte once.
-template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false>
+// row's last step or two still in registers and from the others (the sum, for fused add) kept in shared memory
+// by the first pass, or read again from L2 in rows of two steps, which L2 holds.
+// kMayStage false: the others always from L2, for GPUs whose blocks cannot hold them (WideRmsNorm::ManyRowsFromL2).
+template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false,
+          bool kMayStage = true>
 struct TwoPassRmsNorm {
   static constexpr int kVec = 16 / sizeof(TIn);
   static constexpr int kVecsPerRow = kHidden / kVec;
@@ -1084,10 +1044,15 @@ struct TwoPassRmsNorm {
   static constexpr int kLoopGroup = kKeepLastGroup || kSteps % kGroup == 0 ? kGroup : 1;
   // The steps the second pass reads again.
   static constexpr int kRereadSteps = kSteps - kKeptSteps;
-  // Those steps in shared memory (INDUCTOR_RMSNORM_WIDE_STAGE), each thread's vectors at their index in the row:
-  // a thread reads back only what it wrote, so no barrier orders them.
-  static constexpr bool kStageInShared = INDUCTOR_RMSNORM_WIDE_STAGE != 0;
-  static constexpr bool kBulkCopies = INDUCTOR_RMSNORM_WIDE_STAGE == 2 && !kFusedAdd;
+  // Those steps in shared memory, each thread's vectors at their index in the row (a thread reads back only what
+  // it wrote, so no barrier orders them): DRAM sees each byte once, whatever L2 holds. The second pass missed L2
+  // for 20-30 % more DRAM traffic than the rows (Nsight Compute, run 20). Measured on an H100 (run 43, µs), in
+  // rows of more than two steps: float32 65536 x 8192 1834.5 -> 1447.2 (77 -> 98 % of copy), x 1024 233.1 ->
+  // 194.3, fused 3199.2 -> 2883.9; float32 49152 x 32768 5326.8 -> 4304.5; bf16 fused 40960 x 8192 941.2 -> 897.3;
+  // float32 24576 and 32768 (two steps staged) within 1 %. Rows of two steps lost up to 4 % (bf16 24584 x 2048
+  // 71.60 -> 74.02, fp16 fused 24584 x 32768 2174.6 -> 2241.3): L2 holds them.
+  static constexpr bool kStageInShared = kMayStage && switch_or(INDUCTOR_RMSNORM_WIDE_STAGE, kSteps > kGroup);
+  // Up to 192 KiB a block: one block an SM for float32 65536, as its registers already allow.
   static constexpr int kDynamicSharedBytes = kStageInShared ? kRereadSteps * kVecsPerStep * 16 : 0;
   static_assert(kDynamicSharedBytes <= 192 * 1024, "the staged steps fit an sm_90 block's shared memory");
   // float32 rows: one block an SM in __launch_bounds__, which lets ptxas use up to 128 registers, and it keeps
@@ -1130,8 +1095,8 @@ struct TwoPassRmsNorm {
 
   // Loads this thread's vectors of `step` of `row` into `v` (x, or for the fused add x + residual, which it also
   // stores as the sum) and returns their sum of squares: this kernel's first pass, and all a cluster block reads.
-  // Plain (cached) accesses: the second pass reads x or the sum back from L2.
-  // Where `staged` is not null, the vectors also go there, at their index in the row.
+  // Where `staged` is not null, the vectors also go there, at their index in the row. Plain (cached) accesses: a
+  // second pass that does not stage reads x or the sum back from L2.
   template <bool kMayBeLast = true>
   __device__ static float load_step(const KernelParams& p, int64_t row, int step, InVec (&v)[kUnroll],
                                     InVec* staged = nullptr) {
@@ -1213,49 +1178,18 @@ struct TwoPassRmsNorm {
     __shared__ float warp_sums[2][kSteps][kWarps];
     extern __shared__ uint4 dynamic_shared[];  // kDynamicSharedBytes
     InVec* const staged = kStageInShared ? reinterpret_cast<InVec*>(dynamic_shared) : nullptr;
-    __shared__ uint64_t step_arrived[kBulkCopies ? kRereadSteps : 1];  // the bulk copies' mbarriers, a step each
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
-    if constexpr (kBulkCopies) {
-      if (threadIdx.x == 0)
-        for (int step = 0; step < kRereadSteps; ++step) detail::init_arrival_barrier(&step_arrived[step]);
-      __syncthreads();
-    }
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-      InVec kept[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
-      if constexpr (kBulkCopies) {
-        if (row != blockIdx.x) __syncthreads();  // every thread has read the last row's staged steps
-        if (threadIdx.x == 0) {  // every staged step of the row at once
-          detail::fence_before_bulk_copies();
-          const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
-          for (int step = 0; step < kRereadSteps; ++step) {
-            const int vecs = step < kSteps - 1 ? kVecsPerStep : kVecsPerRow - step * kVecsPerStep;
-            detail::bulk_copy_to_shared(staged + step * kVecsPerStep, x + step * kVecsPerStep * kVec, vecs * 16,
-                                        &step_arrived[step]);
-          }
-        }
-        if constexpr (kKeepLastGroup)  // the kept steps' loads in flight beside the copies
-          load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
-#pragma unroll 1
-        for (int step = 0; step < kRereadSteps; ++step) {
-          detail::wait_arrival(&step_arrived[step], parity);
-          float step_sq = 0.f;  // as load_step sums
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u)
-            if (inside<kLoopMayReachLast>(step, u)) detail::add_squares(step_sq, staged[index(step, u)]);
-          const float sum = detail::group_sum<32>(step_sq);
-          if (lane == 0) warp_sums[parity][step][warp] = sum;
-        }
-      } else {
 #pragma unroll 1  // one group's vectors in registers at a time
-        for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
-          InVec v[kLoopGroup][kUnroll];
-          load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, staged, warp_sums[parity], lane, warp);
-        }
-        if constexpr (kKeepLastGroup)
-          load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
+      for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
+        InVec v[kLoopGroup][kUnroll];
+        load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, staged, warp_sums[parity], lane, warp);
       }
+      InVec kept[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
+      if constexpr (kKeepLastGroup)
+        load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -1366,6 +1300,10 @@ template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, 
 struct WideRmsNorm {
   using FewRows = ClusterRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
   using ManyRows = TwoPassRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd>;
+  // Where a block of the GPU cannot hold the steps ManyRows stages in shared memory (float32 rows of 7-8 steps,
+  // 192 KiB, on an A100, whose blocks hold 163 KiB), the two-pass kernel that reads them from L2: the same bits.
+  using ManyRowsFromL2 = std::conditional_t<ManyRows::kStageInShared,
+                                            TwoPassRmsNorm<kHidden, TIn, TW, TOut, F, kFusedAdd, false>, ManyRows>;
   using KernelParams = typename ManyRows::KernelParams;
   static constexpr RowSplit kRowSplit = RowSplit::kClusterFewRows;
 };
@@ -1473,6 +1411,19 @@ struct HasSplitFewRows : std::false_type {};
 template <typename Kernel>
 struct HasSplitFewRows<Kernel, std::void_t<typename Kernel::SplitFewRows>> : std::true_type {};
 
+// The wide class's two-pass kernel, or its form without shared memory where the GPU's blocks cannot hold that.
+template <typename Kernel>
+cudaError_t launch_two_pass(const typename Kernel::KernelParams& p, cudaStream_t stream, int device) {
+  using ManyRows = typename Kernel::ManyRows;
+  if constexpr (DynamicSharedBytes<ManyRows>::value > 0) {
+    const DeviceLaunchInfo* info = nullptr;
+    const cudaError_t err = kernel_launch_info<ManyRows>(device, &info);
+    if (err != cudaSuccess) return err;
+    if (!info->shared_memory_fits) return launch_kernel<typename Kernel::ManyRowsFromL2>(p, stream, device);
+  }
+  return launch_kernel<ManyRows>(p, stream, device);
+}
+
 // Launches the kernel for these rows on the current device: a class with two schedules picks one by its
 // kRowSplit (the CTA class first takes few rows split over clusters, where its rows are long enough to gain).
 template <typename Kernel>
@@ -1506,7 +1457,7 @@ cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream
     return launch_kernel<FewRows>(p, stream, device);
   } else if constexpr (Kernel::kRowSplit == RowSplit::kClusterFewRows) {
     if constexpr (ClusterSize<FewRows>::value == 1) {
-      return launch_kernel<ManyRows>(p, stream, device);  // a row of one step: nothing to spread
+      return launch_two_pass<Kernel>(p, stream, device);  // a row of one step: nothing to spread
     } else {
       const DeviceLaunchInfo* few_rows = nullptr;
       const cudaError_t err = kernel_launch_info<FewRows>(device, &few_rows);
@@ -1515,7 +1466,7 @@ cudaError_t launch_on_current(const typename Kernel::KernelParams& p, cudaStream
       const int64_t cluster_cap = int64_t(INDUCTOR_RMSNORM_WIDE_CLUSTER_BLOCKS_PER_SM) * few_rows->sms;
       if (few_rows->clusters && cluster_blocks <= cluster_cap)
         return launch_kernel<FewRows>(p, stream, device);
-      return launch_kernel<ManyRows>(p, stream, device);
+      return launch_two_pass<Kernel>(p, stream, device);
     }
   } else {
     return launch_kernel<FewRows>(p, stream, device);

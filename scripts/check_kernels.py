@@ -49,8 +49,7 @@ SWITCHES = {
     "the fused add's few CTA rows two vectors a thread": ("-DINDUCTOR_RMSNORM_CTA_FUSED_ONE_VECTOR=0",),
     "wide rows a step at a time, none kept in registers": (
         "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
-    "wide rows' steps staged in shared memory": ("-DINDUCTOR_RMSNORM_WIDE_STAGE=1",),
-    "wide rows' steps staged by the bulk copy engine": ("-DINDUCTOR_RMSNORM_WIDE_STAGE=2",),
+    "wide rows' steps read again from L2, none staged in shared memory": ("-DINDUCTOR_RMSNORM_WIDE_STAGE=0",),
 }
 
 
