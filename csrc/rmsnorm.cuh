@@ -6,7 +6,8 @@
 //
 // Shared by every kernel:
 //   * 16-byte vector accesses; x is read from memory once and y written once (the warp and CTA kernels hold the
-//     row in registers; the wide kernel reads most of it twice, the second time from L2);
+//     row in registers; the wide kernel holds its last steps there and the others in shared memory, or reads a
+//     row of two steps twice, the second time from L2);
 //   * fp32 accumulation; eps is a run-time value;
 //   * a grid-stride loop over rows, on a persistent grid (sized from occupancy and SM count) or a block per
 //     row or group of rows, whichever each kernel class measured faster for the rows it is given;
