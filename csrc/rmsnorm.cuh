@@ -1121,7 +1121,6 @@ struct TwoPassRmsNorm {
         if (!inside<kMayBeLast>(step, u)) continue;
         detail::add_into(v[u], r[u]);
         v[u].store(s + i * kVec);
-        if (staged != nullptr) staged[i] = v[u];
         detail::add_squares(step_sq, v[u]);
       }
     } else {
@@ -1129,11 +1128,13 @@ struct TwoPassRmsNorm {
       for (int u = 0; u < kUnroll; ++u)
         if (inside<kMayBeLast>(step, u)) v[u].load(x + index(step, u) * kVec);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (!inside<kMayBeLast>(step, u)) continue;
-        if (staged != nullptr) staged[index(step, u)] = v[u];
-        detail::add_squares(step_sq, v[u]);
-      }
+      for (int u = 0; u < kUnroll; ++u)
+        if (inside<kMayBeLast>(step, u)) detail::add_squares(step_sq, v[u]);
+    }
+    if (staged != nullptr) {  // after the sums: staged between them, ptxas spilled fp16 49152 with the fused add
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (inside<kMayBeLast>(step, u)) staged[index(step, u)] = v[u];
     }
     return step_sq;
   }
