@@ -51,9 +51,9 @@
 #               WIDE_CLUSTER_BLOCKS_PER_SM=1) against the two-pass kernel alone (=0) and a cluster at every row
 #               count, bf16 and fp32, then the grid's wide rows
 #   stage       the two-pass kernel's steps it does not keep in registers, staged in shared memory for its second
-#               pass (the default in rows of more than two steps) against read again from L2 (WIDE_STAGE=0): float32
-#               16384-65536 and bf16 32768-65536 at 128-8192 rows, plain and fused, then the wide sizes' CUDA
-#               tests and the two-pass kernel under memcheck and racecheck
+#               pass (the default in rows of more than two steps): the wide sizes' CUDA tests and the two-pass
+#               kernel under memcheck, then against read again from L2 (WIDE_STAGE=0) at float32 16384-65536 and
+#               bf16 32768-65536 x 128-8192 rows, plain and fused, and racecheck over the two-pass kernel
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -208,6 +208,10 @@ for group in "$@"; do
       tune registers_bf16 --variants "" WIDE_MIN_BLOCKS=1 WIDE_MIN_BLOCKS=2 --hidden 24584 32768 40960 65536 \
         --tokens 1024 8192 ;;
     stage)
+      step stage_tests 150 python3 -m pytest -q -p no:cacheprovider \
+        $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py tests/test_hardening_cuda.py \
+        -k "[12292- or [16384-float32 or [24584- or [32776- or [40960- or [65528- or [65536-"
+      step stage_memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py
       step stage_fp32_plain 150 python3 scripts/tune_kernels.py --variants "" WIDE_STAGE=0 --dtype float32 \
         --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
       step stage_bf16_plain 120 python3 scripts/tune_kernels.py --variants "" WIDE_STAGE=0 \
@@ -216,10 +220,6 @@ for group in "$@"; do
         --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
       step stage_bf16_fused 100 python3 scripts/tune_kernels.py --fused-add --variants "" WIDE_STAGE=0 \
         --hidden 32768 40960 65536 --tokens 128 1024 8192
-      step stage_tests 150 python3 -m pytest -q -p no:cacheprovider \
-        $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py tests/test_hardening_cuda.py \
-        -k "[12292- or [16384-float32 or [24584- or [32776- or [40960- or [65528- or [65536-"
-      step stage_memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py
       step stage_racecheck 100 compute-sanitizer --tool racecheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py ;;
     cluster)
       cluster_variants=("" WIDE_CLUSTER_BLOCKS_PER_SM=0 WIDE_CLUSTER_BLOCKS_PER_SM=1000000)
