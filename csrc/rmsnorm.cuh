@@ -395,15 +395,16 @@ __host__ __device__ constexpr int whole_lanes(int vecs, int lanes = 32) {
 
 // What a launch needs to know of a device, found on its first launch there: occupancy depends only on the
 // kernel and the device. Threads launching at once may both fill it in, with the same values; one that reads
-// `programmatic` or `slow_memory` before it is set merely launches without programmatic dependent launch, or
-// picks the other of two schedules that compute the same bits.
+// `programmatic`, `slow_memory` or `shared_memory_fits` before it is set merely launches without programmatic
+// dependent launch, or picks the other of two schedules (or the two-pass kernel without shared memory), which
+// compute the same bits.
 struct DeviceLaunchInfo {
   int max_blocks = 0;         // blocks the GPU holds at once (0: not yet found)
   int sms = 0;                // streaming multiprocessors
   bool programmatic = false;  // programmatic dependent launch (sm_90 and newer)
   bool clusters = false;      // thread-block clusters (sm_90 and newer)
   bool slow_memory = false;   // an SM's share of peak DRAM bandwidth under INDUCTOR_RMSNORM_SLOW_MEMORY_SM_GBPS
-  bool shared_memory_fits = true;  // the kernel's dynamic shared memory fits a block of this GPU
+  bool shared_memory_fits = false;  // the kernel's dynamic shared memory fits a block of this GPU
 };
 
 inline cudaError_t device_launch_info(const void* kernel, int threads, int dynamic_shared_bytes, int device,
