@@ -212,14 +212,8 @@ for group in "$@"; do
         $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py tests/test_hardening_cuda.py \
         -k "[12292- or [16384-float32 or [24584- or [32776- or [40960- or [65528- or [65536-"
       step stage_memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py
-      step stage_fp32_plain 150 python3 scripts/tune_kernels.py --variants "" WIDE_STAGE=0 --dtype float32 \
-        --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
-      step stage_bf16_plain 120 python3 scripts/tune_kernels.py --variants "" WIDE_STAGE=0 \
-        --hidden 32768 40960 65536 --tokens 128 1024 8192
-      step stage_fp32_fused 120 python3 scripts/tune_kernels.py --fused-add --variants "" WIDE_STAGE=0 --dtype float32 \
-        --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
-      step stage_bf16_fused 100 python3 scripts/tune_kernels.py --fused-add --variants "" WIDE_STAGE=0 \
-        --hidden 32768 40960 65536 --tokens 128 1024 8192
+      tune stage_fp32 --variants "" WIDE_STAGE=0 --dtype float32 --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
+      tune stage_bf16 --variants "" WIDE_STAGE=0 --hidden 32768 40960 65536 --tokens 128 1024 8192
       step stage_racecheck 100 compute-sanitizer --tool racecheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py ;;
     cluster)
       cluster_variants=("" WIDE_CLUSTER_BLOCKS_PER_SM=0 WIDE_CLUSTER_BLOCKS_PER_SM=1000000)
