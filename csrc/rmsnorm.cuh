@@ -1016,11 +1016,20 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #ifndef INDUCTOR_RMSNORM_WIDE_STAGE
 #define INDUCTOR_RMSNORM_WIDE_STAGE -1
 #endif
+// Whether the two-pass kernel's staged rows keep loads in flight across steps: the first pass's loads issued
+// kGroup steps ahead of their sums (WIDE_PIPELINE; plain rows only), the second pass's weights a step ahead of
+// their stores (WIDE_WEIGHT_AHEAD); -1 takes the measured rules (TwoPassRmsNorm::kPipelinedFirstPass, kWeightAhead).
+#ifndef INDUCTOR_RMSNORM_WIDE_PIPELINE
+#define INDUCTOR_RMSNORM_WIDE_PIPELINE -1
+#endif
+#ifndef INDUCTOR_RMSNORM_WIDE_WEIGHT_AHEAD
+#define INDUCTOR_RMSNORM_WIDE_WEIGHT_AHEAD -1
+#endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
-// squares (the fused-add variant also writes x + residual), two steps at a time; the second writes y, from the
-// row's last step or two still in registers and from the others (the sum, for fused add) kept in shared memory
-// by the first pass, or read again from L2 in rows of two steps, which L2 holds.
+// squares (the fused-add variant also writes x + residual), with two steps' loads in flight; the second writes
+// y, from the row's last step or two still in registers and from the others (the sum, for fused add) kept in
+// shared memory by the first pass, or read again from L2 in rows of two steps, which L2 holds.
 // kMayStage false: the others always from L2, for GPUs whose blocks cannot hold them (WideRmsNorm::ManyRowsFromL2).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false,
           bool kMayStage = true>
@@ -1125,19 +1134,32 @@ struct TwoPassRmsNorm {
         detail::add_squares(step_sq, v[u]);
       }
     } else {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (inside<kMayBeLast>(step, u)) v[u].load(x + index(step, u) * kVec);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (inside<kMayBeLast>(step, u)) detail::add_squares(step_sq, v[u]);
+      load_x<kMayBeLast>(x, step, v);
+      step_sq = squares<kMayBeLast>(step, v);
     }
-    if (staged != nullptr) {  // after the sums: staged between them, ptxas spilled fp16 49152 with the fused add
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (inside<kMayBeLast>(step, u)) staged[index(step, u)] = v[u];
-    }
+    // after the sums: staged between them, ptxas spilled fp16 49152 with the fused add
+    if (staged != nullptr) stage<kMayBeLast>(step, v, staged);
     return step_sq;
+  }
+  template <bool kMayBeLast>
+  __device__ static void load_x(const TIn* x, int step, InVec (&v)[kUnroll]) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (inside<kMayBeLast>(step, u)) v[u].load(x + index(step, u) * kVec);
+  }
+  template <bool kMayBeLast>
+  __device__ static float squares(int step, const InVec (&v)[kUnroll]) {
+    float step_sq = 0.f;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (inside<kMayBeLast>(step, u)) detail::add_squares(step_sq, v[u]);
+    return step_sq;
+  }
+  template <bool kMayBeLast>
+  __device__ static void stage(int step, const InVec (&v)[kUnroll], InVec* staged) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (inside<kMayBeLast>(step, u)) staged[index(step, u)] = v[u];
   }
 
   // First pass over the kSize steps from `first`: loads them all (into `v`, and into `staged` where it is not
@@ -1176,6 +1198,65 @@ struct TwoPassRmsNorm {
     }
   }
 
+  // The first pass of plain staged rows as a sliding window over the whole row, unrolled: each step's loads are
+  // issued kGroup steps ahead of its sums, so the loads in flight do not drain to none after every group, as they
+  // do in load_group, while every block of the grid waits at once. Same sums, in the same order: same bits. Run 45
+  // (H100, with kWeightAhead): float32 36864 x 1024 115.1 -> 106.6 µs (87 -> 94 % of copy), x 8192 835.0 ->
+  // 803.1, 49152 x 1024 146.1 -> 141.2; 16-bit rows within 2 %. (The fused add's first pass is not written so.)
+  static constexpr bool kPipelinedFirstPass =
+      !kFusedAdd && kStageInShared && kKeepLastGroup && switch_or(INDUCTOR_RMSNORM_WIDE_PIPELINE, true);
+  using KeptSteps = InVec[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
+  __device__ static void pipelined_first_pass(const KernelParams& p, int64_t row, KeptSteps& kept, InVec* staged,
+                                              float (&warp_sums)[kSteps][kWarps], int lane, int warp) {
+    const TIn* x = detail::row_pointer<detail::Operand::kX, TIn>(p, row);
+    InVec v[kSteps][kUnroll];  // at most kGroup + 1 steps live at once
+#pragma unroll
+    for (int step = 0; step < kSteps + kGroup; ++step) {
+      if (step < kSteps) load_x<true>(x, step, v[step]);
+      const int done = step - kGroup;
+      if (done < 0) continue;
+      const float sum = detail::group_sum<32>(squares<true>(done, v[done]));
+      if (lane == 0) warp_sums[done][warp] = sum;
+      if (done < kRereadSteps) {
+        stage<true>(done, v[done], staged);
+      } else {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) kept[done - kRereadSteps][u] = v[done][u];
+      }
+    }
+  }
+
+  // The second pass of staged rows, kept steps first (as the default order), with each step's weight loaded while
+  // the step before it is stored, not after. Run 45 (H100): float32 65536 x 1024 193.5 -> 190.0 µs alone, bf16
+  // 40960 x 128 8.38 -> 7.97. The fused add's rows gained at 128 rows (float32 65536 52.05 -> 48.69) but lost
+  // 1 % at 8192 in two runs (2903.9 -> 2934.8, 49152 2172.1 -> 2196.4), and ptxas spilled 24 bytes in bf16 65528's,
+  // so they keep the default order. Not for a weight wider than the input (kWeightsAtOnce): its registers made the
+  // kept steps spill.
+  static constexpr bool kWeightAhead = kStageInShared && kKeepLastGroup && kWeightsAtOnce == kUnroll &&
+                                       switch_or(INDUCTOR_RMSNORM_WIDE_WEIGHT_AHEAD, !kFusedAdd);
+  __device__ static constexpr int store_order(int k) { return k < kKeptSteps ? kRereadSteps + k : k - kKeptSteps; }
+  __device__ static void weight_ahead_second_pass(const KernelParams& p, TOut* y, const KeptSteps& kept,
+                                                  const InVec* staged, float inv_rms) {
+    WVec w[kSteps][kUnroll];  // two steps live at once
+#pragma unroll
+    for (int k = 0; k < kSteps + 1; ++k) {
+      if (k < kSteps) {
+        const int step = store_order(k);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (inside<true>(step, u)) w[k][u].load(static_cast<const TW*>(p.weight) + index(step, u) * kVec);
+      }
+      if (k == 0) continue;
+      const int done = store_order(k - 1);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (!inside<true>(done, u)) continue;
+        const InVec v = done >= kRereadSteps ? kept[done - kRereadSteps][u] : staged[index(done, u)];
+        Norm::template store<kEvictFirst>(y + index(done, u) * kVec, v, inv_rms, w[k - 1][u]);
+      }
+    }
+  }
+
   __device__ static void body(const KernelParams& p) {
     // Each step's per-warp sums, two buffers alternating by row, so one barrier per row suffices (as block_sum).
     __shared__ float warp_sums[2][kSteps][kWarps];
@@ -1185,14 +1266,18 @@ struct TwoPassRmsNorm {
     const int warp = threadIdx.x / 32;
     int parity = 0;
     for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+      KeptSteps kept;
+      if constexpr (kPipelinedFirstPass) {
+        pipelined_first_pass(p, row, kept, staged, warp_sums[parity], lane, warp);
+      } else {
 #pragma unroll 1  // one group's vectors in registers at a time
-      for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
-        InVec v[kLoopGroup][kUnroll];
-        load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, staged, warp_sums[parity], lane, warp);
+        for (int first = 0; first < kRereadSteps; first += kLoopGroup) {
+          InVec v[kLoopGroup][kUnroll];
+          load_group<kLoopGroup, kLoopMayReachLast>(p, row, first, v, staged, warp_sums[parity], lane, warp);
+        }
+        if constexpr (kKeepLastGroup)
+          load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
       }
-      InVec kept[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
-      if constexpr (kKeepLastGroup)
-        load_group<kKeptSteps, true>(p, row, kRereadSteps, kept, nullptr, warp_sums[parity], lane, warp);
       __syncthreads();
       float total = 0.f;
 #pragma unroll
@@ -1201,6 +1286,10 @@ struct TwoPassRmsNorm {
 
       const float inv_rms = detail::inverse_rms<kHidden>(total, p.eps);
       TOut* y = static_cast<TOut*>(p.out) + row * p.out_row_stride;
+      if constexpr (kWeightAhead) {
+        weight_ahead_second_pass(p, y, kept, staged, inv_rms);
+        continue;
+      }
       if constexpr (kKeepLastGroup) {
 #pragma unroll
         for (int g = 0; g < kKeptSteps; ++g) store_step<true>(p, y, kRereadSteps + g, kept[g], inv_rms);

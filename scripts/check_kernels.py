@@ -50,6 +50,8 @@ SWITCHES = {
     "wide rows a step at a time, none kept in registers": (
         "-DINDUCTOR_RMSNORM_WIDE_GROUP=1", "-DINDUCTOR_RMSNORM_WIDE_KEEP_LAST=0"),
     "wide rows' steps read again from L2, none staged in shared memory": ("-DINDUCTOR_RMSNORM_WIDE_STAGE=0",),
+    "wide rows' first pass in groups, weights loaded after their steps": (
+        "-DINDUCTOR_RMSNORM_WIDE_PIPELINE=0", "-DINDUCTOR_RMSNORM_WIDE_WEIGHT_AHEAD=0"),
 }
 
 

@@ -54,6 +54,12 @@
 #               pass (the default in rows of more than two steps): the wide sizes' CUDA tests and the two-pass
 #               kernel under memcheck, then against read again from L2 (WIDE_STAGE=0) at float32 16384-65536 and
 #               bf16 32768-65536 x 128-8192 rows, plain and fused, and racecheck over the two-pass kernel
+#   inflight    the two-pass kernel's staged rows with loads in flight across steps (the defaults: the plain first
+#               pass a sliding window, WIDE_PIPELINE; plain rows' weights a step ahead of their stores,
+#               WIDE_WEIGHT_AHEAD) against the first pass in groups and the weights after their steps: the wide
+#               sizes' CUDA tests and memcheck under the other settings, then float32 20480-65536 and bf16
+#               40960-65536 at 128-8192 rows, and the fused add's weights ahead (WIDE_WEIGHT_AHEAD=1, not its
+#               default: 1 % slower at 8192 rows in run 45)
 #   ncu         Nsight Compute's counters for one call of a copy, ours, Inductor's and Liger's kernels at the large
 #               points where ours trail (scripts/profile_kernels.py), plain and fused: two CSV files
 #   grid        bench_kernels.py over every real hidden size (--grid all-sizes, 114 points, ~5 min) for one
@@ -65,7 +71,7 @@
 # Usage: bash scripts/gpu_check.sh GROUP...
 set -uo pipefail
 groups="tests sanitizers benchmarks models decode tuning classes waves lanes warprows ctawarp fusedfew rows4k retime
-  fusedvec ctacluster registers cluster stage grid ncu"
+  fusedvec ctacluster registers cluster stage inflight grid ncu"
 [ $# -gt 0 ] || { echo "name one or more groups:" $groups; exit 2; }
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
@@ -215,6 +221,23 @@ for group in "$@"; do
       tune stage_fp32 --variants "" WIDE_STAGE=0 --dtype float32 --hidden 16384 32768 36864 65536 --tokens 128 1024 8192
       tune stage_bf16 --variants "" WIDE_STAGE=0 --hidden 32768 40960 65536 --tokens 128 1024 8192
       step stage_racecheck 100 compute-sanitizer --tool racecheck --error-exitcode 1 python3 scripts/sanitize_two_pass.py ;;
+    inflight)
+      # The wide sizes' CUDA tests under the switches' other settings and memcheck over the two-pass kernel with
+      # the fused add's weights ahead too (the defaults' run in stage), then the defaults against the others
+      inflight_off=WIDE_PIPELINE=0,WIDE_WEIGHT_AHEAD=0
+      for switches in off:$inflight_off weight_ahead:WIDE_WEIGHT_AHEAD=1; do
+        INDUCTOR_RMSNORM_TUNING=${switches#*:} step "inflight_tests_${switches%%:*}" 150 python3 -m pytest -q \
+          -p no:cacheprovider $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests/test_cuda_kernels.py \
+          tests/test_hardening_cuda.py -k "[12292- or [16384-float32 or [24584- or [32776- or [40960- or [65528- or [65536-"
+      done
+      INDUCTOR_RMSNORM_TUNING=WIDE_WEIGHT_AHEAD=1 step inflight_memcheck 100 compute-sanitizer --tool memcheck \
+        --error-exitcode 1 python3 scripts/sanitize_two_pass.py
+      step inflight_fp32 200 python3 scripts/tune_kernels.py --variants "" $inflight_off WIDE_PIPELINE=0 \
+        WIDE_WEIGHT_AHEAD=0 --dtype float32 --hidden 20480 28672 36864 49152 65536 --tokens 128 1024 8192
+      step inflight_bf16 150 python3 scripts/tune_kernels.py --variants "" $inflight_off --hidden 40960 49152 65536 \
+        --tokens 128 1024 8192
+      step inflight_fused 150 python3 scripts/tune_kernels.py --fused-add --variants "" WIDE_WEIGHT_AHEAD=1 \
+        --dtype float32 --hidden 32768 49152 65536 --tokens 128 1024 8192 ;;
     cluster)
       cluster_variants=("" WIDE_CLUSTER_BLOCKS_PER_SM=0 WIDE_CLUSTER_BLOCKS_PER_SM=1000000)
       tune cluster --variants "${cluster_variants[@]}" --hidden 32768 65536 --tokens 1 4 16 32 64 128 1024 8192
