@@ -1027,9 +1027,9 @@ __device__ __forceinline__ float step_total(const float (&warp_sums)[kWarps]) {
 #endif
 
 // Two-pass kernel (many rows): one thread block normalises one row in two passes over it. The first sums the
-// squares (the fused-add variant also writes x + residual), with two steps' loads in flight; the second writes
-// y, from the row's last step or two still in registers and from the others (the sum, for fused add) kept in
-// shared memory by the first pass, or read again from L2 in rows of two steps, which L2 holds.
+// squares (the fused-add variant also writes x + residual), with kGroup (two) steps' loads in flight; the second
+// writes y, from the row's last step or two still in registers and from the others (the sum, for fused add) kept
+// in shared memory by the first pass, or read again from L2 in rows of two steps, which L2 holds.
 // kMayStage false: the others always from L2, for GPUs whose blocks cannot hold them (WideRmsNorm::ManyRowsFromL2).
 template <int kHidden, typename TIn, typename TW, typename TOut, Formulation F, bool kFusedAdd = false,
           bool kMayStage = true>
@@ -1202,7 +1202,8 @@ struct TwoPassRmsNorm {
   // issued kGroup steps ahead of its sums, so the loads in flight do not drain to none after every group, as they
   // do in load_group, while every block of the grid waits at once. Same sums, in the same order: same bits. Run 45
   // (H100, with kWeightAhead): float32 36864 x 1024 115.1 -> 106.6 µs (87 -> 94 % of copy), x 8192 835.0 ->
-  // 803.1, 49152 x 1024 146.1 -> 141.2; 16-bit rows within 2 %. (The fused add's first pass is not written so.)
+  // 803.1, 49152 x 1024 146.1 -> 141.2; bf16 from 2 % slower (65536 x 128) to 5 % faster (40960 x 128). (The
+  // fused add's first pass is not written so.)
   static constexpr bool kPipelinedFirstPass =
       !kFusedAdd && kStageInShared && kKeepLastGroup && switch_or(INDUCTOR_RMSNORM_WIDE_PIPELINE, true);
   using KeptSteps = InVec[kKeepLastGroup ? kKeptSteps : 1][kUnroll];  // 1: a zero-length array is not C++
